@@ -1,0 +1,35 @@
+"""riformer_hf: RIFormer (CVPR 2023) for the Hugging Face stack. Importing it registers the Auto classes."""
+
+from transformers import AutoBackbone, AutoConfig, AutoModel, AutoModelForImageClassification
+
+from .configuration_riformer import RIFORMER_PRESETS, RIFormerConfig
+from .modeling_riformer import (
+    RIFormerBackbone,
+    RIFormerForImageClassification,
+    RIFormerModel,
+    RIFormerPreTrainedModel,
+    reparameterize_model,
+)
+
+AutoConfig.register("riformer", RIFormerConfig, exist_ok=True)
+AutoModel.register(RIFormerConfig, RIFormerModel, exist_ok=True)
+AutoModelForImageClassification.register(RIFormerConfig, RIFormerForImageClassification, exist_ok=True)
+AutoBackbone.register(RIFormerConfig, RIFormerBackbone, exist_ok=True)
+
+# `save_pretrained` then writes `auto_map` and copies the modelling code for `trust_remote_code`.
+RIFormerConfig.register_for_auto_class()
+RIFormerModel.register_for_auto_class("AutoModel")
+RIFormerForImageClassification.register_for_auto_class("AutoModelForImageClassification")
+RIFormerBackbone.register_for_auto_class("AutoBackbone")
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "RIFORMER_PRESETS",
+    "RIFormerBackbone",
+    "RIFormerConfig",
+    "RIFormerForImageClassification",
+    "RIFormerModel",
+    "RIFormerPreTrainedModel",
+    "reparameterize_model",
+]

@@ -1,0 +1,490 @@
+"""PyTorch RIFormer: a MetaFormer without a token mixer at inference (Wang et al., CVPR 2023).
+
+Each block is `x + ls1 * mixer(norm1(x))` then `x + ls2 * mlp(norm2(x))`. In the training form the token mixer is a
+per-channel affine minus identity, `mixer(n) = scale * n + shift - n`; `reparameterize()` folds it exactly into the
+norm (`norm_reparam`), leaving GroupNorm + MLP blocks. This file only imports torch, transformers and its config, so it
+travels to the Hub for `trust_remote_code`.
+"""
+
+import copy
+import os
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers import initialization as init
+from transformers.activations import ACT2FN
+from transformers.backbone_utils import BackboneMixin
+from transformers.modeling_outputs import (
+    BackboneOutput,
+    BaseModelOutputWithNoAttention,
+    ImageClassifierOutputWithNoAttention,
+)
+from transformers.modeling_utils import PreTrainedModel
+
+from .configuration_riformer import RIFormerConfig
+
+
+def fuse_mixer_into_norm(norm_weight, norm_bias, scale, shift):
+    """Weight and bias of the one norm equal to `mixer(norm(x))` with `mixer(n) = scale * n + shift - n`.
+
+    `mixer(γ x̂ + β) = γ (scale - 1) x̂ + β (scale - 1) + shift`. Computed in float64, returned in the norm's dtype.
+    """
+    gamma, beta, scale, shift = (t.detach().double() for t in (norm_weight, norm_bias, scale, shift))
+    weight = gamma * (scale - 1)
+    bias = beta * (scale - 1) + shift
+    return weight.to(norm_weight.dtype), bias.to(norm_bias.dtype)
+
+
+@dataclass
+class RIFormerModelOutput(BaseModelOutputWithNoAttention):
+    r"""
+    hidden_states (`tuple[torch.FloatTensor]`, *optional*):
+        Stem output then each stage's output, (batch, channels, height, width); index `i` is `config.stage_names[i]`.
+    mixer_states (`tuple[torch.FloatTensor]`, *optional*, returned with `output_block_states=True`):
+        Every block's token-mixer output `mixer(norm1(x))` (before the layer scale), in block order.
+    block_states (`tuple[torch.FloatTensor]`, *optional*, returned with `output_block_states=True`):
+        Every block's output, in block order.
+    """
+
+    mixer_states: tuple[torch.FloatTensor, ...] | None = None
+    block_states: tuple[torch.FloatTensor, ...] | None = None
+
+
+@dataclass
+class RIFormerImageClassifierOutput(ImageClassifierOutputWithNoAttention):
+    r"""
+    Classification output; `mixer_states` and `block_states` as in [`RIFormerModelOutput`].
+    """
+
+    mixer_states: tuple[torch.FloatTensor, ...] | None = None
+    block_states: tuple[torch.FloatTensor, ...] | None = None
+
+
+class RIFormerDropPath(nn.Module):
+    """Stochastic depth: drops the whole residual branch of a sample with probability `drop_prob` in training."""
+
+    def __init__(self, drop_prob: float = 0.0):
+        super().__init__()
+        self.drop_prob = drop_prob
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        if self.drop_prob == 0.0 or not self.training:
+            return hidden_states
+        keep_prob = 1.0 - self.drop_prob
+        shape = (hidden_states.shape[0],) + (1,) * (hidden_states.ndim - 1)
+        mask = hidden_states.new_empty(shape).bernoulli_(keep_prob)
+        return hidden_states * mask / keep_prob
+
+    def extra_repr(self) -> str:
+        return f"p={self.drop_prob}"
+
+
+class RIFormerGroupNorm(nn.GroupNorm):
+    """GroupNorm with one group: normalises each sample over (C, H, W), affine per channel."""
+
+    def __init__(self, num_channels: int, eps: float = 1e-5):
+        super().__init__(1, num_channels, eps=eps)
+
+
+class RIFormerAffineMixer(nn.Module):
+    """Training-form token mixer: `scale * n + shift - n`, per channel (identity-initialised: scale 1, shift 0)."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(dim))
+        self.shift = nn.Parameter(torch.zeros(dim))
+
+    def forward(self, normed: torch.Tensor) -> torch.Tensor:
+        return torch.addcmul(self.shift[:, None, None], normed, (self.scale - 1)[:, None, None])
+
+
+class RIFormerMLP(nn.Module):
+    """Channel MLP as two 1×1 convolutions."""
+
+    def __init__(self, config: RIFormerConfig, dim: int):
+        super().__init__()
+        hidden = int(dim * config.mlp_ratio)
+        self.fc1 = nn.Conv2d(dim, hidden, kernel_size=1)
+        self.act = ACT2FN[config.hidden_act]
+        self.fc2 = nn.Conv2d(hidden, dim, kernel_size=1)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(hidden_states)))
+
+
+class RIFormerBlock(nn.Module):
+    """One RIFormer block, in training form (`norm1` + `token_mixer`) or deploy form (`norm_reparam`)."""
+
+    def __init__(self, config: RIFormerConfig, dim: int, drop_path: float):
+        super().__init__()
+        if config.reparameterized:
+            self.norm_reparam = RIFormerGroupNorm(dim, eps=config.norm_eps)
+        else:
+            self.norm1 = RIFormerGroupNorm(dim, eps=config.norm_eps)
+            self.token_mixer = RIFormerAffineMixer(dim)
+        self.norm2 = RIFormerGroupNorm(dim, eps=config.norm_eps)
+        self.mlp = RIFormerMLP(config, dim)
+        self.layer_scale_1 = nn.Parameter(torch.full((dim,), config.layer_scale_init_value))
+        self.layer_scale_2 = nn.Parameter(torch.full((dim,), config.layer_scale_init_value))
+        self.drop_path = RIFormerDropPath(drop_path)
+
+    @property
+    def is_reparameterized(self) -> bool:
+        return hasattr(self, "norm_reparam")
+
+    def token_mixing(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """`mixer(norm1(x))`: the quantity module imitation compares with a teacher's token-mixer output."""
+        if self.is_reparameterized:
+            return self.norm_reparam(hidden_states)
+        return self.token_mixer(self.norm1(hidden_states))
+
+    def forward(self, hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Returns the block output and the token-mixer output."""
+        mixed = self.token_mixing(hidden_states)
+        hidden_states = hidden_states + self.drop_path(self.layer_scale_1[:, None, None] * mixed)
+        mlp_out = self.mlp(self.norm2(hidden_states))
+        hidden_states = hidden_states + self.drop_path(self.layer_scale_2[:, None, None] * mlp_out)
+        return hidden_states, mixed
+
+    @torch.no_grad()
+    def reparameterize(self) -> None:
+        """Fold `token_mixer` into `norm1`, in place; a no-op on a deploy-form block."""
+        if self.is_reparameterized:
+            return
+        weight, bias = fuse_mixer_into_norm(
+            self.norm1.weight, self.norm1.bias, self.token_mixer.scale, self.token_mixer.shift
+        )
+        norm = RIFormerGroupNorm(self.norm1.num_channels, eps=self.norm1.eps).to(weight.device, weight.dtype)
+        norm.weight.copy_(weight)
+        norm.bias.copy_(bias)
+        norm.requires_grad_(self.norm1.weight.requires_grad)
+        self.norm_reparam = norm
+        del self.norm1, self.token_mixer
+
+
+class RIFormerStage(nn.Module):
+    """Patch embedding (the stem for stage 1, a strided 3×3 conv after) followed by the stage's blocks."""
+
+    def __init__(self, config: RIFormerConfig, index: int, drop_path_rates: list[float]):
+        super().__init__()
+        in_channels = config.num_channels if index == 0 else config.hidden_sizes[index - 1]
+        dim = config.hidden_sizes[index]
+        self.patch_embeddings = nn.Conv2d(
+            in_channels,
+            dim,
+            kernel_size=config.patch_sizes[index],
+            stride=config.strides[index],
+            padding=config.padding[index],
+        )
+        self.blocks = nn.ModuleList(RIFormerBlock(config, dim, rate) for rate in drop_path_rates)
+
+
+class RIFormerEncoder(nn.Module):
+    def __init__(self, config: RIFormerConfig):
+        super().__init__()
+        total = sum(config.depths)
+        rates = [config.drop_path_rate * i / max(total - 1, 1) for i in range(total)]
+        stages, start = [], 0
+        for index, depth in enumerate(config.depths):
+            stages.append(RIFormerStage(config, index, rates[start : start + depth]))
+            start += depth
+        self.stages = nn.ModuleList(stages)
+
+    def forward(self, hidden_states, output_hidden_states=False, output_block_states=False):
+        all_hidden = () if output_hidden_states else None
+        mixers = () if output_block_states else None
+        blocks = () if output_block_states else None
+        for index, stage in enumerate(self.stages):
+            hidden_states = stage.patch_embeddings(hidden_states)
+            if output_hidden_states and index == 0:
+                all_hidden += (hidden_states,)
+            for block in stage.blocks:
+                hidden_states, mixed = block(hidden_states)
+                if output_block_states:
+                    mixers += (mixed,)
+                    blocks += (hidden_states,)
+            if output_hidden_states:
+                all_hidden += (hidden_states,)
+        return RIFormerModelOutput(
+            last_hidden_state=hidden_states, hidden_states=all_hidden, mixer_states=mixers, block_states=blocks
+        )
+
+
+class RIFormerPreTrainedModel(PreTrainedModel):
+    config: RIFormerConfig
+    config_class = RIFormerConfig
+    base_model_prefix = "riformer"
+    main_input_name = "pixel_values"
+    input_modalities = ("image",)
+    _no_split_modules = ["RIFormerBlock"]
+
+    @torch.no_grad()
+    def _init_weights(self, module):
+        if isinstance(module, (nn.Conv2d, nn.Linear)):
+            init.trunc_normal_(module.weight, std=self.config.initializer_range)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, nn.GroupNorm):
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
+        elif isinstance(module, RIFormerAffineMixer):
+            init.ones_(module.scale)
+            init.zeros_(module.shift)
+        elif isinstance(module, RIFormerBlock):
+            init.constant_(module.layer_scale_1, self.config.layer_scale_init_value)
+            init.constant_(module.layer_scale_2, self.config.layer_scale_init_value)
+
+    def _check_pixel_values(self, pixel_values):
+        if pixel_values is None:
+            raise ValueError("RIFormer needs `pixel_values` of shape (batch, channels, height, width).")
+        if pixel_values.ndim != 4:
+            raise ValueError(
+                f"RIFormer expects `pixel_values` of shape (batch, channels, height, width); got a {pixel_values.ndim}-D "
+                f"tensor of shape {tuple(pixel_values.shape)}. Add the batch dimension with `pixel_values[None]`."
+            )
+        if pixel_values.shape[1] != self.config.num_channels:
+            raise ValueError(
+                f"RIFormer was configured for {self.config.num_channels} input channels (`config.num_channels`) but "
+                f"`pixel_values` has {pixel_values.shape[1]} (shape {tuple(pixel_values.shape)}). Convert the images "
+                "(e.g. to RGB) or build the model with a matching `num_channels`."
+            )
+
+    @property
+    def is_reparameterized(self) -> bool:
+        return bool(self.config.reparameterized)
+
+    def reparameterize(self):
+        """Fold every token mixer into its norm, in place. Idempotent; sets `config.reparameterized`; returns self."""
+        for module in self.modules():
+            if isinstance(module, RIFormerBlock):
+                module.reparameterize()
+        self.config.reparameterized = True
+        return self
+
+    def default_image_processor(self):
+        """PoolFormer-style evaluation preprocessing: bicubic resize to `image_size / crop_pct`, centre crop."""
+        from transformers.models.poolformer.image_processing_pil_poolformer import PoolFormerImageProcessorPil
+
+        size = self.config.image_size
+        return PoolFormerImageProcessorPil(
+            size={"shortest_edge": size}, crop_size={"height": size, "width": size}, crop_pct=self.config.crop_pct
+        )
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """`PreTrainedModel.save_pretrained`, plus `preprocessor_config.json` when the folder has none."""
+        result = super().save_pretrained(save_directory, *args, **kwargs)
+        if kwargs.get("is_main_process", True) and not os.path.isfile(
+            os.path.join(save_directory, "preprocessor_config.json")
+        ):
+            self.default_image_processor().save_pretrained(save_directory)
+        return result
+
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        """`PreTrainedModel.from_pretrained`, refusing weights saved in the other form (training vs deploy)."""
+        want_info = kwargs.pop("output_loading_info", False)
+        model, info = super().from_pretrained(*args, output_loading_info=True, **kwargs)
+        _raise_on_form_mismatch(model, info)
+        return (model, info) if want_info else model
+
+
+def _raise_on_form_mismatch(model, info):
+    unexpected = set(info.get("unexpected_keys", ()))
+    if model.config.reparameterized and any(".token_mixer." in k or ".norm1." in k for k in unexpected):
+        raise ValueError(
+            "These weights are in RIFormer's training form (norm1 + token_mixer) but the config asks for the deploy "
+            "form (reparameterized=True). Load them with reparameterized=False, then call `model.reparameterize()`."
+        )
+    if not model.config.reparameterized and any(".norm_reparam." in k for k in unexpected):
+        raise ValueError(
+            "These weights are in RIFormer's deploy form (norm_reparam) but the config asks for the training form "
+            "(reparameterized=False). Load them with their saved config (reparameterized=True); the deploy form "
+            "cannot be turned back into the training form."
+        )
+
+
+class RIFormerModel(RIFormerPreTrainedModel):
+    def __init__(self, config: RIFormerConfig):
+        super().__init__(config)
+        self.encoder = RIFormerEncoder(config)
+        self.post_init()
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        output_block_states: bool = False,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> tuple | RIFormerModelOutput:
+        r"""
+        output_block_states (`bool`): also return every block's token-mixer output and block output.
+        """
+        self._check_pixel_values(pixel_values)
+        if output_hidden_states is None:
+            output_hidden_states = self.config.output_hidden_states
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        outputs = self.encoder(pixel_values, output_hidden_states, output_block_states)
+        return outputs if return_dict else outputs.to_tuple()
+
+
+class RIFormerForImageClassification(RIFormerPreTrainedModel):
+    def __init__(self, config: RIFormerConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.riformer = RIFormerModel(config)
+        self.norm = RIFormerGroupNorm(config.hidden_sizes[-1], eps=config.norm_eps)
+        self.classifier = (
+            nn.Linear(config.hidden_sizes[-1], config.num_labels) if config.num_labels > 0 else nn.Identity()
+        )
+        self.post_init()
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        output_hidden_states: bool | None = None,
+        output_block_states: bool = False,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> tuple | RIFormerImageClassifierOutput:
+        r"""
+        labels (`torch.LongTensor` of shape `(batch_size,)`): class indices for the cross-entropy loss.
+        output_block_states (`bool`): also return every block's token-mixer output and block output.
+        """
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        outputs = self.riformer(
+            pixel_values,
+            output_hidden_states=output_hidden_states,
+            output_block_states=output_block_states,
+            return_dict=True,
+        )
+        logits = self.classifier(self.norm(outputs.last_hidden_state).mean(dim=(-2, -1)))
+        loss = self.loss_function(labels, logits, self.config) if labels is not None else None
+        output = RIFormerImageClassifierOutput(
+            loss=loss,
+            logits=logits,
+            hidden_states=outputs.hidden_states,
+            mixer_states=outputs.mixer_states,
+            block_states=outputs.block_states,
+        )
+        return output if return_dict else output.to_tuple()
+
+    @classmethod
+    def from_poolformer(cls, poolformer_or_path, **config_overrides):
+        """A training-form RIFormer initialised from an isomorphic PoolFormer, as in the paper.
+
+        Copies the stem, downsampling convs, norms, MLPs, layer scales, final norm and classifier of a transformers
+        `PoolFormerForImageClassification` (an instance, or a path / Hub id to load one); the affine token mixers
+        start as identity (scale 1, shift 0). `config_overrides` may change training fields such as `drop_path_rate`
+        but not the architecture.
+        """
+        from transformers import PoolFormerForImageClassification
+
+        poolformer = poolformer_or_path
+        if not isinstance(poolformer, PoolFormerForImageClassification):
+            poolformer = PoolFormerForImageClassification.from_pretrained(poolformer_or_path)
+        pool_config = poolformer.config
+        if not pool_config.use_layer_scale:
+            raise ValueError("from_poolformer needs a PoolFormer with layer scales (config.use_layer_scale=True).")
+        architecture = {
+            "num_channels": pool_config.num_channels,
+            "depths": tuple(pool_config.depths),
+            "hidden_sizes": tuple(pool_config.hidden_sizes),
+            "mlp_ratio": pool_config.mlp_ratio,
+            "patch_sizes": tuple(pool_config.patch_sizes),
+            "strides": tuple(pool_config.strides),
+            "padding": tuple(pool_config.padding),
+            "hidden_act": pool_config.hidden_act,
+            "reparameterized": False,
+        }
+        clashes = sorted(set(architecture) & set(config_overrides))
+        if clashes:
+            raise ValueError(
+                f"from_poolformer takes the architecture from the PoolFormer; do not override {', '.join(clashes)}."
+            )
+        config = RIFormerConfig(
+            **architecture,
+            layer_scale_init_value=pool_config.layer_scale_init_value,
+            id2label=dict(pool_config.id2label),
+            label2id=dict(pool_config.label2id),
+            **config_overrides,
+        )
+        model = cls(config).to(poolformer.dtype)
+        state = {poolformer_key_to_riformer(k): v for k, v in poolformer.state_dict().items()}
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        leftover = [k for k in missing if ".token_mixer." not in k]
+        if leftover or unexpected:
+            raise ValueError(f"PoolFormer → RIFormer mapping failed: missing {leftover}, unexpected {unexpected}.")
+        return model
+
+
+def poolformer_key_to_riformer(key: str) -> str:
+    """Name of the RIFormer tensor that takes a transformers PoolFormer tensor (classification model keys)."""
+    parts = key.split(".")
+    if parts[:3] == ["poolformer", "encoder", "patch_embeddings"]:  # poolformer.encoder.patch_embeddings.{i}.projection.w
+        return f"riformer.encoder.stages.{parts[3]}.patch_embeddings.{parts[5]}"
+    if parts[:3] == ["poolformer", "encoder", "block"]:  # poolformer.encoder.block.{s}.{j}.<module>...
+        stage, index, rest = parts[3], parts[4], ".".join(parts[5:])
+        for old, new in (("before_norm", "norm1"), ("after_norm", "norm2"), ("output.conv1", "mlp.fc1"),
+                         ("output.conv2", "mlp.fc2")):
+            if rest.startswith(old + "."):
+                rest = new + rest[len(old):]
+        return f"riformer.encoder.stages.{stage}.blocks.{index}.{rest}"
+    return key  # norm.*, classifier.*
+
+
+class RIFormerBackbone(BackboneMixin, RIFormerPreTrainedModel):
+    """RIFormer as a feature extractor for dense tasks: feature maps at strides 4/8/16/32, each with its own norm."""
+
+    has_attentions = False
+
+    def __init__(self, config: RIFormerConfig):
+        super().__init__(config)
+        self.encoder = RIFormerEncoder(config)
+        self.num_features = [config.hidden_sizes[0]] + list(config.hidden_sizes)
+        self.hidden_states_norms = nn.ModuleDict(
+            {stage: RIFormerGroupNorm(channels, eps=config.norm_eps) for stage, channels in zip(self.out_features, self.channels)}
+        )
+        self.post_init()
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> tuple | BackboneOutput:
+        self._check_pixel_values(pixel_values)
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        if output_hidden_states is None:
+            output_hidden_states = self.config.output_hidden_states
+        hidden_states = self.encoder(pixel_values, output_hidden_states=True).hidden_states
+        feature_maps = tuple(
+            self.hidden_states_norms[stage](state)
+            for stage, state in zip(self.stage_names, hidden_states)
+            if stage in self.out_features
+        )
+        output = BackboneOutput(feature_maps=feature_maps, hidden_states=hidden_states if output_hidden_states else None)
+        return output if return_dict else output.to_tuple()
+
+
+def reparameterize_model(model: nn.Module) -> nn.Module:
+    """A deploy-form copy of `model` (any module holding RIFormer blocks); the original is left untouched."""
+    model = copy.deepcopy(model)
+    if isinstance(model, RIFormerPreTrainedModel):
+        return model.reparameterize()
+    for module in model.modules():
+        if isinstance(module, RIFormerBlock):
+            module.reparameterize()
+    return model
+
+
+__all__ = [
+    "RIFormerBackbone",
+    "RIFormerForImageClassification",
+    "RIFormerModel",
+    "RIFormerPreTrainedModel",
+    "reparameterize_model",
+]

@@ -1,0 +1,58 @@
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+
+def randomize_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Give every parameter random values: affine scales far from 1, layer scales far from their init."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            noise = torch.randn(param.shape, generator=generator, dtype=torch.float64).to(param.dtype)
+            if name.endswith(("scale", "layer_scale_1", "layer_scale_2")) or "norm" in name:
+                param.copy_(1.0 + 0.5 * noise)
+            else:
+                param.copy_(0.2 * noise)
+    return model
+
+
+@pytest.fixture
+def tiny_config():
+    from riformer_hf import RIFormerConfig
+
+    return RIFormerConfig(
+        depths=(1, 1, 2, 1), hidden_sizes=(8, 16, 24, 32), num_labels=3,
+        id2label={0: "cat", 1: "dog", 2: "fish"}, label2id={"cat": 0, "dog": 1, "fish": 2},
+        image_size=32, crop_pct=0.875,
+    )
+
+
+_HIDE_PACKAGE = """
+import os, sys
+sys.path = [p for p in sys.path if p not in ('', '.') and not os.path.isdir(os.path.join(p, 'riformer_hf'))]
+sys.meta_path = [f for f in sys.meta_path if '__editable__' not in getattr(f, '__module__', '')]
+try:
+    import riformer_hf
+    raise SystemExit('riformer_hf is importable: the test would prove nothing')
+except ImportError:
+    pass
+"""
+
+
+def run_without_package(script: str, tmp_path, env: dict | None = None):
+    """Run `script` in a fresh Python where `riformer_hf` cannot be imported (only `trust_remote_code` can help)."""
+    import subprocess
+    import sys
+
+    full_env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    full_env["HF_MODULES_CACHE"] = str(tmp_path / "hf_modules")
+    full_env.update(env or {})
+    done = subprocess.run(
+        [sys.executable, "-c", _HIDE_PACKAGE + script], capture_output=True, text=True, env=full_env, cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    return done.stdout

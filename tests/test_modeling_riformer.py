@@ -1,0 +1,221 @@
+import json
+import textwrap
+
+import pytest
+import torch
+from conftest import randomize_, run_without_package
+from safetensors.torch import load_file
+from transformers import AutoBackbone, AutoConfig, AutoImageProcessor, AutoModel, AutoModelForImageClassification
+
+import riformer_hf
+from riformer_hf import (
+    RIFORMER_PRESETS,
+    RIFormerBackbone,
+    RIFormerConfig,
+    RIFormerForImageClassification,
+    RIFormerModel,
+    reparameterize_model,
+)
+
+PAPER_PARAMS = {"s12": 11_915_176, "s24": 21_388_968, "s36": 30_862_760, "m36": 56_172_520, "m48": 73_473_448}
+
+
+def small_preset(name, **kwargs):
+    """The preset's depths at 1/8 of its widths."""
+    widths = tuple(w // 8 for w in RIFORMER_PRESETS[name]["hidden_sizes"])
+    return RIFormerConfig.from_preset(name, hidden_sizes=widths, num_labels=5, **kwargs)
+
+
+@pytest.mark.parametrize("name", list(PAPER_PARAMS))
+def test_parameter_counts_match_the_paper(name):
+    for reparameterized in (False, True):
+        config = RIFormerConfig.from_preset(name, num_labels=1000, reparameterized=reparameterized)
+        with torch.device("meta"):
+            model = RIFormerForImageClassification(config)
+        count = sum(p.numel() for p in model.parameters())
+        extra = 0 if reparameterized else 2 * sum(d * c for d, c in zip(config.depths, config.hidden_sizes))
+        assert count == PAPER_PARAMS[name] + extra
+
+
+@pytest.mark.parametrize("name", list(PAPER_PARAMS))
+@pytest.mark.parametrize("dtype,tolerance", [(torch.float32, 1e-5), (torch.float64, 1e-10)])
+def test_reparameterization_is_exact(name, dtype, tolerance):
+    torch.manual_seed(0)
+    model = randomize_(RIFormerForImageClassification(small_preset(name)).to(dtype).eval())
+    pixels = torch.randn(2, 3, 97, 131, dtype=dtype)
+    deploy = reparameterize_model(model)
+    with torch.no_grad():
+        train_out = model(pixels, output_block_states=True)
+        deploy_out = deploy(pixels, output_block_states=True)
+    scale = train_out.logits.abs().max()
+    assert scale > 1e-3
+    assert ((train_out.logits - deploy_out.logits).abs().max() / scale) <= tolerance
+    for a, b in zip(train_out.mixer_states, deploy_out.mixer_states):
+        assert ((a - b).abs().max() / a.abs().max()) <= tolerance * 10
+
+
+def test_reparameterize_in_place_is_idempotent_and_copy_leaves_original(tiny_config):
+    model = randomize_(RIFormerForImageClassification(tiny_config).eval())
+    copy = reparameterize_model(model)
+    assert not model.config.reparameterized and copy.config.reparameterized
+    assert any(".token_mixer." in k for k in model.state_dict())
+    keys = set(copy.state_dict())
+    assert not any(".token_mixer." in k or ".norm1." in k for k in keys)
+    assert copy.reparameterize() is copy
+    assert set(copy.state_dict()) == keys
+    assert model.reparameterize() is model and model.config.reparameterized
+    assert set(model.state_dict()) == keys
+
+
+def test_fusion_formula_by_hand():
+    gamma, beta = torch.tensor([2.0, -1.0]), torch.tensor([0.5, 3.0])
+    scale, shift = torch.tensor([3.0, 0.5]), torch.tensor([1.0, -2.0])
+    weight, bias = riformer_hf.modeling_riformer.fuse_mixer_into_norm(gamma, beta, scale, shift)
+    assert weight.tolist() == [4.0, 0.5]  # γ (s - 1)
+    assert bias.tolist() == [2.0, -3.5]  # β (s - 1) + t
+
+
+def test_init_weights_sets_every_parameter(tiny_config):
+    model = RIFormerForImageClassification(tiny_config)
+    for name, param in model.named_parameters():
+        assert torch.isfinite(param).all(), name
+        if name.endswith("token_mixer.scale"):
+            assert torch.equal(param, torch.ones_like(param))
+        elif name.endswith(("token_mixer.shift", ".bias")) and "norm" not in name:
+            assert torch.equal(param, torch.zeros_like(param)), name
+        elif "layer_scale" in name:
+            assert torch.allclose(param, torch.full_like(param, tiny_config.layer_scale_init_value))
+        elif "norm" in name and name.endswith("weight"):
+            assert torch.equal(param, torch.ones_like(param)), name
+        elif name.endswith("weight"):
+            assert abs(param.std().item() - tiny_config.initializer_range) < 0.008, name
+
+
+def test_drop_path_rises_linearly():
+    model = RIFormerModel(RIFormerConfig(depths=(2, 1, 1, 1), hidden_sizes=(8, 8, 8, 8), drop_path_rate=0.2))
+    rates = [block.drop_path.drop_prob for stage in model.encoder.stages for block in stage.blocks]
+    assert rates == pytest.approx([0.0, 0.05, 0.1, 0.15, 0.2])
+
+
+def test_outputs_hidden_and_block_states(tiny_config):
+    model = randomize_(RIFormerForImageClassification(tiny_config).eval())
+    pixels = torch.randn(2, 3, 64, 48)
+    out = model(pixels, labels=torch.tensor([0, 2]), output_hidden_states=True, output_block_states=True)
+    assert [tuple(h.shape[1:]) for h in out.hidden_states] == [(8, 16, 12), (8, 16, 12), (16, 8, 6), (24, 4, 3), (32, 2, 2)]
+    assert len(out.block_states) == len(out.mixer_states) == sum(tiny_config.depths)
+    assert torch.equal(out.block_states[-1], out.hidden_states[-1])
+    block = model.riformer.encoder.stages[0].blocks[0]
+    expected_mixer = block.token_mixer(block.norm1(out.hidden_states[0]))
+    assert torch.allclose(out.mixer_states[0], expected_mixer)
+    assert torch.allclose(out.loss, torch.nn.functional.cross_entropy(out.logits, torch.tensor([0, 2])))
+    base = RIFormerModel(tiny_config)(pixels)
+    assert base.block_states is None and base.hidden_states is None
+    assert isinstance(model(pixels, return_dict=False), tuple)
+
+
+@pytest.mark.parametrize("reparameterized", [False, True])
+def test_save_load_round_trip_both_forms(tmp_path, tiny_config, reparameterized):
+    model = randomize_(RIFormerForImageClassification(tiny_config).eval())
+    if reparameterized:
+        model.reparameterize()
+    model.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["reparameterized"] is reparameterized
+    assert saved["auto_map"]["AutoModelForImageClassification"] == "modeling_riformer.RIFormerForImageClassification"
+    assert (tmp_path / "modeling_riformer.py").exists() and (tmp_path / "configuration_riformer.py").exists()
+    keys = set(load_file(tmp_path / "model.safetensors"))
+    assert any("token_mixer" in k for k in keys) is not reparameterized
+    reloaded = AutoModelForImageClassification.from_pretrained(tmp_path)
+    assert type(reloaded) is RIFormerForImageClassification
+    pixels = torch.randn(2, 3, 40, 40)
+    with torch.no_grad():
+        assert torch.equal(model(pixels).logits, reloaded(pixels).logits)
+
+
+def test_auto_classes_are_registered(tiny_config):
+    assert type(AutoConfig.for_model("riformer")) is RIFormerConfig
+    assert type(AutoModel.from_config(tiny_config)) is RIFormerModel
+    assert type(AutoModelForImageClassification.from_config(tiny_config)) is RIFormerForImageClassification
+    assert type(AutoBackbone.from_config(tiny_config)) is RIFormerBackbone
+
+
+def test_preprocessor_config_is_poolformer_style(tmp_path):
+    model = RIFormerForImageClassification(RIFormerConfig.from_preset("m36", depths=(1, 1, 1, 1), hidden_sizes=(8,) * 4))
+    model.save_pretrained(tmp_path)
+    processor = AutoImageProcessor.from_pretrained(tmp_path)
+    assert processor.crop_pct == 0.95 and processor.resample == 3  # bicubic
+    assert processor.crop_size == {"height": 224, "width": 224}
+    assert list(processor.image_mean) == [0.485, 0.456, 0.406] and list(processor.image_std) == [0.229, 0.224, 0.225]
+    from PIL import Image
+
+    out = processor(Image.new("RGB", (300, 400)), return_tensors="pt")
+    assert out["pixel_values"].shape == (1, 3, 224, 224)
+
+
+def test_trust_remote_code_and_pipeline_in_clean_process(tmp_path, tiny_config):
+    model = reparameterize_model(randomize_(RIFormerForImageClassification(tiny_config).eval()))
+    model.save_pretrained(tmp_path / "model")
+    from PIL import Image
+
+    image = Image.new("RGB", (50, 40), (200, 30, 90))
+    image.save(tmp_path / "image.png")
+    processor = AutoImageProcessor.from_pretrained(tmp_path / "model")
+    with torch.no_grad():
+        expected = model(**processor(image, return_tensors="pt")).logits[0]
+    torch.save(expected, tmp_path / "expected.pt")
+    script = textwrap.dedent(f"""
+        import torch
+        from transformers import AutoModelForImageClassification, pipeline
+        model = AutoModelForImageClassification.from_pretrained({str(tmp_path / 'model')!r}, trust_remote_code=True)
+        assert type(model).__module__.startswith('transformers_modules'), type(model).__module__
+        assert model.config.reparameterized
+        classify = pipeline('image-classification', model={str(tmp_path / 'model')!r}, trust_remote_code=True)
+        result = classify({str(tmp_path / 'image.png')!r}, top_k=3)
+        expected = torch.softmax(torch.load({str(tmp_path / 'expected.pt')!r}), -1)
+        names = {{0: 'cat', 1: 'dog', 2: 'fish'}}
+        assert [r['label'] for r in result] == [names[i] for i in expected.argsort(descending=True).tolist()], result
+        assert abs(result[0]['score'] - expected.max().item()) < 1e-5
+        print('OK')
+    """)
+    assert "OK" in run_without_package(script, tmp_path)
+
+
+def test_backbone_feature_maps_at_strides_4_to_32(tiny_config):
+    config = RIFormerConfig(depths=(1, 1, 2, 1), hidden_sizes=(8, 16, 24, 32), out_features=["stage1", "stage2", "stage3", "stage4"])
+    backbone = RIFormerBackbone(config).eval()
+    out = backbone(torch.randn(1, 3, 64, 96))
+    assert [tuple(f.shape) for f in out.feature_maps] == [(1, 8, 16, 24), (1, 16, 8, 12), (1, 24, 4, 6), (1, 32, 2, 3)]
+    assert backbone.channels == [8, 16, 24, 32]
+    assert RIFormerBackbone(RIFormerConfig(out_indices=[0, 2])).out_features == ["stem", "stage2"]
+
+
+def test_backbone_loads_classification_weights(tmp_path, tiny_config):
+    classifier = randomize_(RIFormerForImageClassification(tiny_config))
+    classifier.save_pretrained(tmp_path)
+    backbone = RIFormerBackbone.from_pretrained(tmp_path, out_features=["stage4"])
+    assert torch.equal(backbone.encoder.stages[3].patch_embeddings.weight, classifier.riformer.encoder.stages[3].patch_embeddings.weight)
+
+
+def test_bad_inputs_raise_clear_errors(tiny_config):
+    model = RIFormerForImageClassification(tiny_config)
+    with pytest.raises(ValueError, match="3 input channels.*has 1"):
+        model(torch.randn(1, 1, 32, 32))
+    with pytest.raises(ValueError, match="3-D tensor.*pixel_values\\[None\\]"):
+        model(torch.randn(3, 32, 32))
+    with pytest.raises(ValueError, match="Unknown RIFormer preset 'xl99'.*s12, s24, s36, m36, m48"):
+        RIFormerConfig.from_preset("xl99")
+    with pytest.raises(ValueError, match="hidden_sizes has 3 entries but depths has 4"):
+        RIFormerConfig(hidden_sizes=(8, 16, 24))
+    assert RIFormerConfig.from_preset("RIFormer-M48").depths == (8, 8, 24, 8)
+
+
+def test_loading_weights_into_the_other_form_is_refused(tmp_path, tiny_config):
+    training = RIFormerForImageClassification(tiny_config)
+    training.save_pretrained(tmp_path / "train")
+    reparameterize_model(training).save_pretrained(tmp_path / "deploy")
+    with pytest.raises(ValueError, match="training form .* reparameterized=False, then call `model.reparameterize\\(\\)`"):
+        RIFormerForImageClassification.from_pretrained(tmp_path / "train", reparameterized=True)
+    with pytest.raises(ValueError, match="deploy form .*cannot be turned back"):
+        RIFormerForImageClassification.from_pretrained(tmp_path / "deploy", reparameterized=False)
+    with pytest.raises(RuntimeError, match="token_mixer"):
+        reparameterize_model(training).load_state_dict(training.state_dict())
