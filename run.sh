@@ -7,9 +7,12 @@ cd "$(dirname "$0")"
 venv="${RIFORMER_VENV:-.venv}"
 stamp="$venv/.installed-$(cat pyproject.toml constraints.txt | sha1sum | cut -c1-12)"
 if [ ! -f "$stamp" ]; then
+  echo "setting up $venv (first run only; log in $venv/install.log)" >&2
   python3 -m venv "$venv"
-  "$venv/bin/python" -m pip install -q --upgrade pip
-  "$venv/bin/python" -m pip install -q -c constraints.txt -e ".[dev]"
+  if ! "$venv/bin/python" -m pip install -c constraints.txt -e ".[dev]" > "$venv/install.log" 2>&1; then
+    tail -n 40 "$venv/install.log" >&2
+    exit 1
+  fi
   touch "$stamp"
 fi
 cmd="${1:-}"; shift || true
