@@ -2,7 +2,9 @@
 
 from transformers import AutoBackbone, AutoConfig, AutoModel, AutoModelForImageClassification
 
+from .configuration_gfnet import GFNET_PRESETS, GFNetConfig
 from .configuration_riformer import RIFORMER_PRESETS, RIFormerConfig
+from .modeling_gfnet import GFNetForImageClassification, GFNetModel, GFNetPreTrainedModel
 from .modeling_riformer import (
     RIFormerBackbone,
     RIFormerForImageClassification,
@@ -22,9 +24,21 @@ RIFormerModel.register_for_auto_class("AutoModel")
 RIFormerForImageClassification.register_for_auto_class("AutoModelForImageClassification")
 RIFormerBackbone.register_for_auto_class("AutoBackbone")
 
+AutoConfig.register("gfnet", GFNetConfig, exist_ok=True)
+AutoModel.register(GFNetConfig, GFNetModel, exist_ok=True)
+AutoModelForImageClassification.register(GFNetConfig, GFNetForImageClassification, exist_ok=True)
+GFNetConfig.register_for_auto_class()
+GFNetModel.register_for_auto_class("AutoModel")
+GFNetForImageClassification.register_for_auto_class("AutoModelForImageClassification")
+
 __version__ = "0.1.0"
 
 __all__ = [
+    "GFNET_PRESETS",
+    "GFNetConfig",
+    "GFNetForImageClassification",
+    "GFNetModel",
+    "GFNetPreTrainedModel",
     "RIFORMER_PRESETS",
     "RIFormerBackbone",
     "RIFormerConfig",
