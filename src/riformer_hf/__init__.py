@@ -12,6 +12,7 @@ from .modeling_riformer import (
     RIFormerPreTrainedModel,
     reparameterize_model,
 )
+from .hub import ReparameterizedExportMixin, push_reparameterized
 
 AutoConfig.register("riformer", RIFormerConfig, exist_ok=True)
 AutoModel.register(RIFormerConfig, RIFormerModel, exist_ok=True)
@@ -45,5 +46,7 @@ __all__ = [
     "RIFormerForImageClassification",
     "RIFormerModel",
     "RIFormerPreTrainedModel",
+    "ReparameterizedExportMixin",
+    "push_reparameterized",
     "reparameterize_model",
 ]
