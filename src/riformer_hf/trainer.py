@@ -1,0 +1,410 @@
+"""RIFormer's distillation recipe as a `transformers.Trainer`: logit distillation (DeiT, soft or hard) from any
+image classifier, and module imitation from an isomorphic PoolFormer.
+
+The loss of a batch is
+
+    (1 − α) · loss_ce + α · loss_kd + λ_hidden · loss_hidden + λ_mixer · loss_mixer + λ_relation · loss_relation
+
+(`loss_ce` alone when `distillation_type="none"`; with α = 1, the paper's label-free recipe, `loss_ce` is only
+logged). Each term is a mean over images with the normalisation of `riformer_hf.losses`, the imitation terms summed
+over the imitated blocks. Every term is logged on its own: `loss_ce`, `loss_kd`, `loss_hidden`, `loss_mixer`,
+`loss_relation` in training (averaged over the images of the logging window, over all processes) and `eval_loss_ce`, …
+in evaluation.
+"""
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import Trainer, TrainingArguments
+from transformers.modeling_outputs import ImageClassifierOutputWithNoAttention
+from transformers.utils import logging
+
+from .hub import ReparameterizedExportMixin
+from .losses import (
+    feature_imitation_loss,
+    hard_distillation_loss,
+    relation_imitation_loss,
+    soft_distillation_loss,
+)
+from .teachers import PoolFormerImitationAdapter, check_isomorphic, default_imitation_blocks, is_isomorphic
+
+logger = logging.get_logger(__name__)
+
+DISTILLATION_TYPES = ("none", "soft", "hard")
+LOSS_TERMS = ("ce", "kd", "hidden", "mixer", "relation")
+IMITATION_TERMS = ("hidden", "mixer", "relation")
+LABEL_COLUMNS = ("label", "labels")
+
+
+def _has_accelerator() -> bool:
+    if hasattr(torch, "accelerator"):  # torch >= 2.6
+        return torch.accelerator.is_available()
+    return torch.cuda.is_available()
+
+
+@dataclass
+class RIFormerTrainingArguments(TrainingArguments):
+    """`TrainingArguments` plus RIFormer's distillation recipe (paper §3.3-3.4, Table 10).
+
+    A multi-process launch on a machine without an accelerator (e.g. `accelerate launch` with
+    `configs/accelerate_cpu_2proc.yaml`) trains on CPU with gloo: `use_cpu` is switched on for it.
+    """
+
+    distillation_type: str = field(
+        default="none",
+        metadata={
+            "help": "Logit distillation from `teacher_model`: none, soft (DeiT: KL at temperature τ, × τ²) or hard "
+            "(cross-entropy to the teacher's argmax).",
+            "choices": list(DISTILLATION_TYPES),
+        },
+    )
+    distillation_alpha: float = field(
+        default=0.5,
+        metadata={"help": "Weight α of the distillation term; the label term gets 1 − α. 1.0 = label-free (paper)."},
+    )
+    distillation_temperature: float = field(default=1.0, metadata={"help": "Temperature τ of soft distillation."})
+    lambda_hidden: float = field(
+        default=0.0, metadata={"help": "Weight of block-output imitation (the paper's L′_in; 1e-4 for S12)."}
+    )
+    lambda_mixer: float = field(
+        default=0.0,
+        metadata={"help": "Weight of token-mixer imitation, student affine vs teacher pooling (L_out; 1e-3 for S12)."},
+    )
+    lambda_relation: float = field(
+        default=0.0, metadata={"help": "Weight of token-relation imitation (L_rel; 1.0 for S12)."}
+    )
+    imitation_layers: list[int] | None = field(
+        default=None,
+        metadata={"help": "Imitated blocks as flat 0-based indices over all blocks; default: the last of each stage."},
+    )
+    feature_epochs: float | None = field(
+        default=None,
+        metadata={"help": "Apply the hidden and mixer terms during the first N epochs only (paper: 400 of 600)."},
+    )
+    relation_epochs: float | None = field(
+        default=None,
+        metadata={"help": "Apply the relation term during the first N epochs only (paper: 100 of 600)."},
+    )
+
+    def __post_init__(self):
+        if self.distillation_type not in DISTILLATION_TYPES:
+            raise ValueError(
+                f"distillation_type={self.distillation_type!r}; choose one of {', '.join(DISTILLATION_TYPES)}."
+            )
+        if not 0.0 <= self.distillation_alpha <= 1.0:
+            raise ValueError(f"distillation_alpha must lie in [0, 1]; got {self.distillation_alpha}.")
+        if self.distillation_temperature <= 0:
+            raise ValueError(f"distillation_temperature must be positive; got {self.distillation_temperature}.")
+        for name in ("lambda_hidden", "lambda_mixer", "lambda_relation", "feature_epochs", "relation_epochs"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise ValueError(f"{name} must be non-negative; got {value}.")
+        if self.imitation_layers is not None and len(set(self.imitation_layers)) != len(self.imitation_layers):
+            raise ValueError(f"imitation_layers lists a block twice: {self.imitation_layers}.")
+        if not self.use_cpu and int(os.environ.get("WORLD_SIZE", "1")) > 1 and not _has_accelerator():
+            self.use_cpu = True
+        super().__post_init__()
+
+    @property
+    def uses_labels(self) -> bool:
+        """Whether the training loss reads the labels (anything but label-free distillation)."""
+        return self.distillation_type == "none" or self.distillation_alpha < 1.0
+
+    @property
+    def imitation_weights(self) -> dict[str, float]:
+        return {"hidden": self.lambda_hidden, "mixer": self.lambda_mixer, "relation": self.lambda_relation}
+
+
+def _label_space(model) -> tuple[int, dict | None]:
+    config = model.config
+    names = {int(k): v for k, v in (config.id2label or {}).items()}
+    generic = all(v == f"LABEL_{k}" for k, v in names.items())
+    return config.num_labels, None if generic else names
+
+
+def check_same_label_space(student, teacher) -> None:
+    """Raise a `ValueError` unless the teacher predicts the student's classes, in the same order."""
+    student_count, student_names = _label_space(student)
+    teacher_count, teacher_names = _label_space(teacher)
+    if student_count != teacher_count:
+        raise ValueError(
+            f"The teacher predicts {teacher_count} classes but the student {student_count}: logit distillation needs "
+            "the same label space. Fine-tune the teacher on the student's labels, or build the student with the "
+            "teacher's `id2label`."
+        )
+    if student_names is not None and teacher_names is not None and student_names != teacher_names:
+        differing = [i for i in sorted(student_names) if student_names[i] != teacher_names.get(i)][:5]
+        details = ", ".join(f"{i}: {student_names[i]!r} vs {teacher_names.get(i)!r}" for i in differing)
+        raise ValueError(
+            f"Teacher and student name their classes differently (student vs teacher: {details}). Logit "
+            "distillation needs the same classes in the same order: align the `id2label` of both models."
+        )
+
+
+def _check_dataset(dataset, split: str, needs_labels: bool, label_names) -> None:
+    if dataset is None:
+        return
+    try:
+        size = len(dataset)
+    except TypeError:  # an iterable dataset: nothing to check up front
+        return
+    if size == 0:
+        raise ValueError(f"The {split} dataset is empty: pass a dataset with at least one image.")
+    columns = getattr(dataset, "column_names", None)
+    if columns is None:
+        first = dataset[0]
+        columns = list(first) if isinstance(first, Mapping) else None
+    if needs_labels and columns is not None and not set(columns) & {*LABEL_COLUMNS, *label_names}:
+        reason = "evaluation needs labels" if split == "eval" else "the loss uses labels"
+        raise ValueError(
+            f"The {split} dataset has no label column (columns: {', '.join(map(str, columns))}), but {reason}. Add a "
+            "`label` column" + ("" if split == "eval" else ", or train label-free with distillation_alpha=1.0") + "."
+        )
+
+
+class RIFormerDistillationTrainer(ReparameterizedExportMixin, Trainer):
+    """A `Trainer` for RIFormer students with a logit teacher and a module-imitation teacher.
+
+    Args:
+        model: the student, a `RIFormerForImageClassification` in training form.
+        args: `RIFormerTrainingArguments`.
+        teacher_model: logit teacher, any image classifier over the student's label space.
+        imitation_teacher: a transformers PoolFormer isomorphic to the student. Defaults to `teacher_model` when that
+            is one; the same model then serves both roles with one forward pass per step.
+        **trainer_kwargs: everything else `Trainer` takes (datasets, collator, `compute_metrics`, …).
+
+    Teachers are frozen, kept in eval mode and run under `no_grad` and the accelerator's autocast. They are moved to
+    the accelerator's device but not `prepare`d (no DDP wrapper, not registered for `save_state`), are not
+    parameters of the optimizer and are never saved with the student. Misconfigurations raise before training.
+
+    Saving (`ReparameterizedExportMixin`): `checkpoint-N` folders hold the training form, so training resumes from
+    them; the final `save_model()` and Hub pushes hold the re-parameterised (deploy) export.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module | None = None,
+        args: RIFormerTrainingArguments | None = None,
+        teacher_model: nn.Module | None = None,
+        imitation_teacher: nn.Module | None = None,
+        **trainer_kwargs,
+    ):
+        if args is None:
+            args = RIFormerTrainingArguments(output_dir="trainer_output")
+        if not isinstance(args, RIFormerTrainingArguments):
+            raise TypeError(
+                f"RIFormerDistillationTrainer needs RIFormerTrainingArguments, got {type(args).__name__}: build them "
+                "with `RIFormerTrainingArguments(**training_args.to_dict(), distillation_type=...)`."
+            )
+        if model is None:
+            raise ValueError("RIFormerDistillationTrainer needs the student `model`.")
+        imitation_teacher = self._validate(model, args, teacher_model, imitation_teacher, trainer_kwargs)
+        super().__init__(model=model, args=args, **trainer_kwargs)
+        # Count the images of every accumulated batch (Trainer does so only for models that take loss kwargs), so that
+        # `compute_loss` normalises by the whole batch: exact under gradient accumulation with uneven micro-batches.
+        self.model_accepts_loss_kwargs = True
+
+        self.teacher_model = self._prepare_teacher(teacher_model)
+        self.imitation_teacher = self._prepare_teacher(imitation_teacher)
+        self._imitation_adapter = (
+            PoolFormerImitationAdapter(imitation_teacher, self._imitation_blocks) if imitation_teacher else None
+        )
+        self._term_totals: dict[str, torch.Tensor] = {}
+
+    def _validate(self, model, args, teacher_model, imitation_teacher, trainer_kwargs):
+        """Check the configuration; returns the imitation teacher to use (None when nothing is imitated)."""
+        if teacher_model is not None and teacher_model is model:
+            raise ValueError("The teacher is the student itself: pass a separate, trained teacher model.")
+        if args.distillation_type != "none":
+            if teacher_model is None:
+                raise ValueError(
+                    f"distillation_type={args.distillation_type!r} needs a `teacher_model`; pass one, or set "
+                    "distillation_type='none'."
+                )
+            check_same_label_space(model, teacher_model)
+        elif teacher_model is not None and imitation_teacher is None and not any(args.imitation_weights.values()):
+            logger.warning("A teacher_model was given but distillation_type='none' and no imitation weight: unused.")
+
+        imitating = any(w > 0 for w in args.imitation_weights.values())
+        if imitating:
+            if imitation_teacher is None and teacher_model is not None and is_isomorphic(teacher_model, model):
+                imitation_teacher = teacher_model
+            if imitation_teacher is None:
+                weights = ", ".join(f"lambda_{k}={v}" for k, v in args.imitation_weights.items() if v > 0)
+                raise ValueError(
+                    f"{weights} asks for module imitation but there is no imitation teacher: pass "
+                    "`imitation_teacher=` a PoolFormer isomorphic to the student (a `teacher_model` that is one is "
+                    "used automatically), or set the lambda_* weights to 0."
+                )
+            check_isomorphic(imitation_teacher, model)
+            num_blocks = sum(model.config.depths)
+            blocks = args.imitation_layers or default_imitation_blocks(model.config.depths)
+            bad = [b for b in blocks if not 0 <= b < num_blocks]
+            if bad:
+                raise ValueError(
+                    f"imitation_layers {bad} out of range: the student has {num_blocks} blocks, numbered 0 to "
+                    f"{num_blocks - 1} across stages."
+                )
+            self._imitation_blocks = list(blocks)
+        else:
+            if imitation_teacher is not None:
+                logger.warning("An imitation_teacher was given but every lambda_* weight is 0: it is not used.")
+            imitation_teacher, self._imitation_blocks = None, []
+
+        label_names = args.label_names or ()
+        _check_dataset(trainer_kwargs.get("train_dataset"), "train", args.uses_labels, label_names)
+        eval_datasets = trainer_kwargs.get("eval_dataset")
+        for name, dataset in (eval_datasets.items() if isinstance(eval_datasets, dict) else [("eval", eval_datasets)]):
+            _check_dataset(dataset, "eval" if name == "eval" else f"eval ({name})", True, label_names)
+        return imitation_teacher
+
+    def _prepare_teacher(self, teacher: nn.Module | None) -> nn.Module | None:
+        if teacher is None:
+            return None
+        teacher.requires_grad_(False)
+        return teacher.eval().to(self.accelerator.device)
+
+    @staticmethod
+    def _teacher_inputs(teacher: nn.Module, pixel_values: torch.Tensor) -> torch.Tensor:
+        return pixel_values.to(next(teacher.parameters()).dtype)
+
+    # ---- loss ----
+
+    def _active_terms(self) -> set[str]:
+        """The loss terms in force at the current training progress (epoch windows of the imitation terms)."""
+        args, epoch = self.args, self.state.epoch or 0.0
+        terms = {"ce"} if args.uses_labels else set()
+        if args.distillation_type != "none":
+            terms.add("kd")
+        windows = {"hidden": args.feature_epochs, "mixer": args.feature_epochs, "relation": args.relation_epochs}
+        for term, weight in args.imitation_weights.items():
+            if weight > 0 and (windows[term] is None or epoch < windows[term]):
+                terms.add(term)
+        return terms
+
+    @torch.no_grad()
+    def _run_teachers(self, pixel_values, need_logits: bool, need_states: bool):
+        logits, states = None, None
+        with self.accelerator.autocast():
+            if need_states:
+                teacher = self.imitation_teacher
+                with self._imitation_adapter.capture() as states:
+                    outputs = teacher(pixel_values=self._teacher_inputs(teacher, pixel_values))
+                if teacher is self.teacher_model:  # one forward serves both roles
+                    logits = outputs.logits
+            if need_logits and logits is None:
+                teacher = self.teacher_model
+                logits = teacher(pixel_values=self._teacher_inputs(teacher, pixel_values)).logits
+        return logits, states
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """The recipe's loss (see the module docstring), normalised per image.
+
+        With `num_items_in_batch` (the images of the whole accumulated batch, counted by `Trainer`), the loss is the
+        batch's share of the mean over the accumulated batch, so gradient accumulation gives the gradient of the big
+        batch. Without it, it is the mean over this batch.
+        """
+        pixel_values, labels = inputs["pixel_values"], inputs.get("labels")
+        terms = self._active_terms()
+        if labels is None and "ce" in terms:
+            raise ValueError(
+                "The batch has no `labels` but the loss uses them (distillation_type='none' or distillation_alpha < 1)."
+            )
+        imitation_terms = terms & set(IMITATION_TERMS)
+        outputs = model(pixel_values=pixel_values, **({"output_block_states": True} if imitation_terms else {}))
+        logits = outputs.logits
+        teacher_logits, teacher_states = self._run_teachers(
+            pixel_values, need_logits="kd" in terms, need_states=bool(imitation_terms)
+        )
+
+        # Every term per image (shape (B,)), the imitation terms summed over the imitated blocks.
+        per_image: dict[str, torch.Tensor] = {}
+        if labels is not None:
+            per_image["ce"] = F.cross_entropy(
+                logits.float(), labels, reduction="none", label_smoothing=self.args.label_smoothing_factor
+            )
+        if "kd" in terms:
+            if self.args.distillation_type == "soft":
+                temperature = self.args.distillation_temperature
+                per_image["kd"] = soft_distillation_loss(logits, teacher_logits, temperature, reduction="none")
+            else:
+                per_image["kd"] = hard_distillation_loss(logits, teacher_logits, reduction="none")
+        for term in imitation_terms:
+            if term == "mixer":
+                pairs = zip(self._student_states(outputs.mixer_states), teacher_states.mixer_states)
+            else:
+                pairs = zip(self._student_states(outputs.block_states), teacher_states.block_states)
+            loss_fn = relation_imitation_loss if term == "relation" else feature_imitation_loss
+            per_image[term] = sum(loss_fn(s, t, reduction="none") for s, t in pairs)
+
+        alpha = self.args.distillation_alpha if "kd" in terms else 0.0
+        weights = {"ce": 1.0 - alpha, "kd": alpha, **self.args.imitation_weights}
+        total = sum(weights[term] * per_image[term].sum() for term in sorted(terms) if weights[term] != 0)
+        if not torch.is_tensor(total):  # every weight is zero
+            total = logits.sum() * 0.0
+        if num_items_in_batch is None:
+            loss = total / pixel_values.shape[0]
+        else:
+            loss = total / num_items_in_batch
+            if self.args.average_tokens_across_devices:
+                # `num_items_in_batch` then counts every process's images while DDP averages the gradients.
+                loss = loss * self.accelerator.num_processes
+
+        self._record_terms("train" if model.training else "eval", per_image)
+        if return_outputs:
+            return loss, ImageClassifierOutputWithNoAttention(loss=loss, logits=logits)
+        return loss
+
+    def _student_states(self, states):
+        return [states[b] for b in self._imitation_blocks]
+
+    # ---- per-term logging ----
+
+    def _record_terms(self, mode: str, per_image: dict[str, torch.Tensor]) -> None:
+        """Add this batch's per-image terms to the totals of `mode` (sums in row 0, image counts in row 1)."""
+        totals = self._term_totals.get(mode)
+        if totals is None:
+            totals = self._term_totals[mode] = torch.zeros(2, len(LOSS_TERMS), device=self.args.device)
+        if not per_image:
+            return
+        indices = [LOSS_TERMS.index(term) for term in per_image]
+        values = torch.stack([value.detach().float() for value in per_image.values()], dim=1)  # (B, terms)
+        if mode == "eval" and self.accelerator.num_processes > 1:
+            # As Trainer does for eval losses: gather every process's images and drop the samples that accelerate
+            # repeated to even out the last batch. Every process then holds the totals over the whole eval set.
+            values = self.accelerator.gather_for_metrics(values)
+        totals[0, indices] += values.sum(dim=0)
+        totals[1, indices] += values.shape[0]
+
+    def _pop_term_means(self, mode: str) -> dict[str, float]:
+        """Mean of every term over the images seen since the last call, over all processes; resets the totals."""
+        totals = self._term_totals.pop(mode, None)
+        if totals is None:
+            totals = torch.zeros(2, len(LOSS_TERMS), device=self.args.device)
+        if mode == "train" and self.accelerator.num_processes > 1:
+            totals = self.accelerator.reduce(totals, reduction="sum")  # every process logs at the same steps
+        sums, counts = totals.tolist()
+        return {f"loss_{term}": s / c for term, s, c in zip(LOSS_TERMS, sums, counts) if c > 0}
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "loss" in logs:  # a training log: add the terms of the same steps
+            logs.update(self._pop_term_means("train"))
+        super().log(logs, start_time)
+
+    def evaluation_loop(
+        self, dataloader, description, prediction_loss_only=None, ignore_keys=None, metric_key_prefix="eval"
+    ):
+        self._term_totals.pop("eval", None)
+        output = super().evaluation_loop(
+            dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix=metric_key_prefix
+        )
+        terms = self._pop_term_means("eval")
+        output.metrics.update({f"{metric_key_prefix}_{name}": value for name, value in terms.items()})
+        return output
+
+
+__all__ = ["RIFormerDistillationTrainer", "RIFormerTrainingArguments", "check_same_label_space"]

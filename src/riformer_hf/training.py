@@ -1,0 +1,253 @@
+"""Everything behind `scripts/train.py`: datasets (Hub, local image folder, the embedded digits), the student and its
+teachers, offline metrics, and `main()` (train, resume, save, evaluate)."""
+
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+from datasets import ClassLabel, DatasetDict, load_dataset
+from transformers import AutoConfig, AutoModelForImageClassification, HfArgumentParser, PoolFormerForImageClassification
+from transformers.trainer_utils import get_last_checkpoint
+from transformers.utils import logging
+
+from .configuration_riformer import RIFormerConfig
+from .data import EvalTransform, TrainTransform, collate_images, digits_dataset, with_image_transform
+from .modeling_riformer import RIFormerForImageClassification
+from .trainer import RIFormerDistillationTrainer, RIFormerTrainingArguments
+
+logger = logging.get_logger(__name__)
+
+EVAL_SPLIT_NAMES = ("validation", "valid", "val", "test")
+DIGITS_IMAGE_SIZE = 32
+
+
+@dataclass
+class ScriptArguments:
+    """Where the images come from and how they are augmented."""
+
+    dataset_name: str | None = field(
+        default=None,
+        metadata={"help": "A dataset on the Hub (or `imagefolder` with --data_dir). Default: the embedded digits."},
+    )
+    dataset_config: str | None = field(default=None, metadata={"help": "Configuration name of the Hub dataset."})
+    data_dir: str | None = field(
+        default=None,
+        metadata={"help": "A local image folder: one sub-folder per class, optionally under train/ and test/."},
+    )
+    train_split: str = field(default="train", metadata={"help": "Split to train on."})
+    eval_split: str | None = field(
+        default=None, metadata={"help": "Split to evaluate on; default: validation/test if present, else a hold-out."}
+    )
+    eval_fraction: float = field(
+        default=0.1, metadata={"help": "Fraction of the train split held out when the dataset has no eval split."}
+    )
+    image_column: str = field(default="image", metadata={"help": "Column holding the images."})
+    label_column: str = field(default="label", metadata={"help": "Column holding the class indices."})
+    max_train_samples: int | None = field(default=None, metadata={"help": "Train on the first N images only."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Evaluate on the first N images only."})
+    min_crop_area: float = field(
+        default=0.08, metadata={"help": "Smallest area fraction of the random-resized crop (training augmentation)."}
+    )
+    hflip: float | None = field(
+        default=None, metadata={"help": "Horizontal-flip probability; default 0.5, or 0 for the digits."}
+    )
+
+
+@dataclass
+class ModelArguments:
+    """The student and its teachers."""
+
+    model_preset: str = field(default="s12", metadata={"help": "RIFormer preset (s12, s24, s36, m36, m48)."})
+    config_name: str | None = field(
+        default=None, metadata={"help": "A RIFormer config (folder, config.json or Hub id) to build the student from."}
+    )
+    model_name_or_path: str | None = field(
+        default=None, metadata={"help": "A trained RIFormer (training form; folder or Hub id) to start from."}
+    )
+    depths: list[int] | None = field(default=None, metadata={"help": "Override the blocks per stage."})
+    hidden_sizes: list[int] | None = field(default=None, metadata={"help": "Override the channels per stage."})
+    image_size: int | None = field(default=None, metadata={"help": "Training and evaluation resolution."})
+    drop_path_rate: float | None = field(default=None, metadata={"help": "Stochastic depth of the student."})
+    teacher_model: str | None = field(
+        default=None, metadata={"help": "Logit teacher (folder or Hub id): any image classifier on the same labels."}
+    )
+    imitation_teacher: str | None = field(
+        default=None,
+        metadata={"help": "Module-imitation teacher: a PoolFormer isomorphic to the student (folder or Hub id)."},
+    )
+    init_from_teacher: bool = field(
+        default=False,
+        metadata={"help": "Initialise the student from the PoolFormer teacher (all but the affine mixers)."},
+    )
+
+
+def accuracy_metrics(eval_pred) -> dict[str, float]:
+    """Top-1 (and top-5 with more than 5 classes) accuracy, computed offline, for `Trainer(compute_metrics=...)`."""
+    logits, labels = eval_pred.predictions, eval_pred.label_ids
+    logits = logits[0] if isinstance(logits, tuple) else logits
+    metrics = {"accuracy": float((logits.argmax(-1) == labels).mean())}
+    if logits.shape[-1] > 5:
+        top5 = np.argpartition(-logits, 5, axis=-1)[:, :5]
+        metrics["top5_accuracy"] = float((top5 == labels[:, None]).any(-1).mean())
+    return metrics
+
+
+def load_image_dataset(args: ScriptArguments, image_size: int = DIGITS_IMAGE_SIZE) -> DatasetDict:
+    """`train` and `eval` splits from the Hub, a local image folder or (by default) the embedded digits."""
+    if args.data_dir is not None:
+        data = load_dataset(args.dataset_name or "imagefolder", args.dataset_config, data_dir=args.data_dir)
+    elif args.dataset_name is not None:
+        data = load_dataset(args.dataset_name, args.dataset_config)
+    else:
+        data = digits_dataset(image_size=image_size)
+    if args.train_split not in data:
+        raise ValueError(f"No split {args.train_split!r} in the dataset; it has {', '.join(data)}.")
+    eval_split = args.eval_split or next((s for s in EVAL_SPLIT_NAMES if s in data and s != args.train_split), None)
+    if eval_split is not None and eval_split not in data:
+        raise ValueError(f"No split {eval_split!r} in the dataset; it has {', '.join(data)}.")
+    if eval_split is None:
+        held_out = data[args.train_split].train_test_split(test_size=args.eval_fraction, seed=0)
+        data = DatasetDict(train=held_out["train"], eval=held_out["test"])
+    else:
+        data = DatasetDict(train=data[args.train_split], eval=data[eval_split])
+    for split, limit in (("train", args.max_train_samples), ("eval", args.max_eval_samples)):
+        if limit is not None:
+            data[split] = data[split].select(range(min(limit, len(data[split]))))
+    for column in (args.image_column, args.label_column):
+        if column not in data["train"].column_names:
+            raise ValueError(
+                f"The dataset has no {column!r} column (columns: {', '.join(data['train'].column_names)}); set "
+                "--image_column / --label_column."
+            )
+    return data
+
+
+def label_maps(dataset, label_column: str) -> tuple[dict[int, str], dict[str, int]]:
+    feature = dataset.features[label_column]
+    if isinstance(feature, ClassLabel):
+        names = feature.names
+    else:
+        names = [str(i) for i in range(int(max(dataset[label_column])) + 1)]
+    return dict(enumerate(names)), {name: i for i, name in enumerate(names)}
+
+
+def load_teacher(name_or_path: str):
+    """A teacher from a folder or the Hub, through the Auto classes (RIFormer and GFNet are registered)."""
+    return AutoModelForImageClassification.from_pretrained(name_or_path)
+
+
+def build_student(model_args: ModelArguments, id2label, label2id, poolformer=None) -> RIFormerForImageClassification:
+    """The student: from a PoolFormer (`--init_from_teacher`), trained weights, a config or a preset."""
+    overrides = {
+        k: tuple(v) if isinstance(v, list) else v
+        for k, v in (
+            ("depths", model_args.depths),
+            ("hidden_sizes", model_args.hidden_sizes),
+            ("image_size", model_args.image_size),
+            ("drop_path_rate", model_args.drop_path_rate),
+        )
+        if v is not None
+    }
+    labels = {"id2label": id2label, "label2id": label2id}
+    if model_args.init_from_teacher:
+        if poolformer is None:
+            raise ValueError(
+                "--init_from_teacher needs a PoolFormer teacher: pass --imitation_teacher (or a PoolFormer "
+                "--teacher_model)."
+            )
+        architecture = {"depths", "hidden_sizes"} & set(overrides)
+        if architecture:
+            raise ValueError(
+                f"--init_from_teacher takes the architecture from the PoolFormer; drop --{', --'.join(architecture)}."
+            )
+        if poolformer.config.num_labels != len(id2label):
+            raise ValueError(
+                f"The PoolFormer predicts {poolformer.config.num_labels} classes, the dataset has {len(id2label)}."
+            )
+        return RIFormerForImageClassification.from_poolformer(poolformer, **overrides)
+    if model_args.model_name_or_path is not None:
+        model = AutoModelForImageClassification.from_pretrained(
+            model_args.model_name_or_path, ignore_mismatched_sizes=True, **labels, **overrides
+        )
+        if getattr(model.config, "reparameterized", False):
+            raise ValueError(
+                f"{model_args.model_name_or_path} is a re-parameterised (deploy) RIFormer, which has no token mixer to "
+                "train or imitate. Start from the training-form weights (a `checkpoint-N` folder or `training/`)."
+            )
+        return model
+    if model_args.config_name is not None:
+        config = AutoConfig.from_pretrained(model_args.config_name, **labels, **overrides)
+    else:
+        config = RIFormerConfig.from_preset(model_args.model_preset, **labels, **overrides)
+    return RIFormerForImageClassification(config)
+
+
+def build_trainer(
+    script_args: ScriptArguments, model_args: ModelArguments, training_args: RIFormerTrainingArguments
+) -> RIFormerDistillationTrainer:
+    """Dataset, student, teachers, transforms and metrics, wired into a `RIFormerDistillationTrainer`."""
+    embedded = script_args.dataset_name is None and script_args.data_dir is None
+    if embedded and model_args.image_size is None:  # the digits are small: train them at 32 px
+        model_args = replace(model_args, image_size=DIGITS_IMAGE_SIZE)
+    with training_args.main_process_first(desc="loading data and models"):  # one process downloads, the others reuse
+        teacher = load_teacher(model_args.teacher_model) if model_args.teacher_model else None
+        imitation_teacher = load_teacher(model_args.imitation_teacher) if model_args.imitation_teacher else None
+        poolformer = imitation_teacher or (teacher if isinstance(teacher, PoolFormerForImageClassification) else None)
+        data = load_image_dataset(script_args, image_size=model_args.image_size or DIGITS_IMAGE_SIZE)
+        id2label, label2id = label_maps(data["train"], script_args.label_column)
+        student = build_student(model_args, id2label, label2id, poolformer)
+    config = student.config
+    hflip = script_args.hflip if script_args.hflip is not None else (0.0 if embedded else 0.5)
+    train_transform = TrainTransform(config.image_size, scale=(script_args.min_crop_area, 1.0), hflip=hflip)
+    eval_transform = EvalTransform(config.image_size, crop_pct=config.crop_pct)
+    columns = {"image_column": script_args.image_column, "label_column": script_args.label_column}
+    return RIFormerDistillationTrainer(
+        model=student,
+        args=training_args,
+        teacher_model=teacher,
+        imitation_teacher=imitation_teacher,
+        train_dataset=with_image_transform(data["train"], train_transform, **columns),
+        eval_dataset=with_image_transform(data["eval"], eval_transform, **columns),
+        data_collator=collate_images,
+        processing_class=student.default_image_processor(),
+        compute_metrics=accuracy_metrics,
+    )
+
+
+def parse_args(argv=None):
+    parser = HfArgumentParser((ScriptArguments, ModelArguments, RIFormerTrainingArguments))
+    # Images reach the collator as PIL images: keep the dataset's columns. Digits by default: small and quick.
+    parser.set_defaults(remove_unused_columns=False, output_dir="riformer-output", report_to="none")
+    return parser.parse_args_into_dataclasses(args=argv)
+
+
+def main(argv=None):
+    """Train (or resume), save the final model, evaluate; returns the trainer."""
+    script_args, model_args, training_args = parse_args(argv)
+    trainer = build_trainer(script_args, model_args, training_args)
+    resume = training_args.resume_from_checkpoint
+    if resume in ("last", "latest", "true", "True"):
+        resume = get_last_checkpoint(training_args.output_dir)
+        if resume is None:
+            raise ValueError(f"--resume_from_checkpoint last: no checkpoint-N folder in {training_args.output_dir}.")
+    result = trainer.train(resume_from_checkpoint=resume)
+    trainer.log_metrics("train", result.metrics)
+    trainer.save_metrics("train", result.metrics)
+    trainer.save_model()
+    metrics = trainer.evaluate()
+    trainer.log_metrics("eval", metrics)
+    trainer.save_metrics("eval", metrics)
+    trainer.save_state()
+    return trainer
+
+
+__all__ = [
+    "ModelArguments",
+    "ScriptArguments",
+    "accuracy_metrics",
+    "build_student",
+    "build_trainer",
+    "label_maps",
+    "load_image_dataset",
+    "load_teacher",
+    "main",
+]

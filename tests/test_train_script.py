@@ -1,0 +1,206 @@
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+from transformers import PoolFormerConfig, PoolFormerForImageClassification
+
+from riformer_hf.training import ModelArguments, build_student, main
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--depths", "1", "1", "1", "1", "--hidden_sizes", "8", "8", "8", "8", "--image_size", "32"]
+QUICK = [
+    "--per_device_train_batch_size", "8", "--per_device_eval_batch_size", "16", "--max_train_samples", "48",
+    "--max_eval_samples", "32", "--use_cpu", "--disable_tqdm", "true",
+]
+# No random crops: Trainer restores the RNG state after fetching the first resumed batch, so exact resumption needs a
+# data pipeline that draws no random numbers (drop path may: its draws come after the restore).
+DETERMINISTIC_DATA = ["--min_crop_area", "1.0"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models: one intra-op thread is faster than two on shared cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def digits_poolformer(path: Path, depths=(1, 1, 1, 1), widths=(8, 8, 8, 8)) -> Path:
+    names = [str(d) for d in range(10)]
+    config = PoolFormerConfig(
+        depths=depths, hidden_sizes=widths, id2label=dict(enumerate(names)),
+        label2id={n: i for i, n in enumerate(names)},
+    )
+    torch.manual_seed(0)
+    PoolFormerForImageClassification(config).save_pretrained(path)
+    return path
+
+
+def test_embedded_default_trains_checkpoints_resumes_and_evaluates(tmp_path):
+    out = tmp_path / "run"
+    steps = ["--max_steps", "4", "--save_steps", "2", "--seed", "3"]
+    first = main(["--output_dir", str(out), *TINY, *QUICK, *DETERMINISTIC_DATA, *steps])
+    assert first.state.global_step == 4
+    checkpoint = load_file(out / "checkpoint-2" / "model.safetensors")
+    assert any(".token_mixer.scale" in k for k in checkpoint)  # checkpoints stay in training form
+    results = json.loads((out / "eval_results.json").read_text())
+    assert 0.0 <= results["eval_accuracy"] <= 1.0 and results["eval_loss"] == pytest.approx(results["eval_loss_ce"])
+    assert (out / "preprocessor_config.json").is_file()
+
+    resumed = main([
+        "--output_dir", str(tmp_path / "resumed"), *TINY, *QUICK, *DETERMINISTIC_DATA, *steps,
+        "--resume_from_checkpoint", str(out / "checkpoint-2"),
+    ])
+    for (name, a), b in zip(first.model.named_parameters(), resumed.model.parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6, msg=name)
+
+
+def test_distillation_from_teacher_paths_with_teacher_init(tmp_path):
+    teacher_dir = digits_poolformer(tmp_path / "teacher")
+    trainer = main([
+        "--output_dir", str(tmp_path / "run"), "--image_size", "32", *QUICK, "--max_steps", "2",
+        "--save_strategy", "no", "--logging_steps", "1", "--teacher_model", str(teacher_dir), "--init_from_teacher",
+        "--distillation_type", "soft", "--distillation_alpha", "1.0", "--lambda_mixer", "1.0",
+        "--lambda_relation", "1.0",
+    ])
+    assert trainer.imitation_teacher is trainer.teacher_model
+    assert tuple(trainer.model.config.depths) == (1, 1, 1, 1)  # the architecture came from the teacher
+    logs = [log for log in trainer.state.log_history if "loss" in log]
+    assert {"loss_kd", "loss_mixer", "loss_relation"} <= set(logs[-1])
+
+
+def test_init_from_teacher_copies_the_poolformer(tmp_path):
+    pool = PoolFormerForImageClassification.from_pretrained(digits_poolformer(tmp_path / "teacher"))
+    labels = pool.config.id2label, pool.config.label2id
+    student = build_student(ModelArguments(init_from_teacher=True, drop_path_rate=0.0), *labels, poolformer=pool)
+    assert torch.equal(student.riformer.encoder.stages[0].patch_embeddings.weight,
+                       pool.poolformer.encoder.patch_embeddings[0].projection.weight)
+    with pytest.raises(ValueError, match="needs a PoolFormer teacher"):
+        build_student(ModelArguments(init_from_teacher=True), *labels)
+    with pytest.raises(ValueError, match="takes the architecture from the PoolFormer"):
+        build_student(ModelArguments(init_from_teacher=True, depths=[2, 2, 2, 2]), *labels, poolformer=pool)
+
+
+def test_local_image_folder(tmp_path):
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 12), ("test", 6)):
+        for label in ("circle", "square"):
+            folder = tmp_path / "images" / split / label
+            folder.mkdir(parents=True)
+            for i in range(count // 2):
+                Image.fromarray(rng.integers(0, 255, (40, 36, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    trainer = main([
+        "--output_dir", str(tmp_path / "run"), "--data_dir", str(tmp_path / "images"), *TINY,
+        "--per_device_train_batch_size", "4", "--use_cpu", "--disable_tqdm", "true", "--max_steps", "2",
+        "--save_strategy", "no",
+    ])
+    assert trainer.model.config.id2label == {0: "circle", 1: "square"}
+    assert len(trainer.eval_dataset) == 6
+
+
+def test_script_runs_as_a_plain_command(tmp_path):
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "train.py"), "--output_dir", str(tmp_path / "run"), *TINY, *QUICK,
+         "--max_steps", "1", "--save_strategy", "no"],
+        capture_output=True, text=True, cwd=tmp_path, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "eval_accuracy" in done.stdout
+    assert (tmp_path / "run" / "model.safetensors").is_file()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_process_accelerate_launch_on_cpu(tmp_path):
+    """`accelerate launch` with the shipped CPU config: two gloo ranks train together and end with equal weights."""
+    runner = tmp_path / "train_and_dump.py"
+    runner.write_text(textwrap.dedent(f"""
+        import sys, torch
+        from riformer_hf.training import main
+        trainer = main(sys.argv[1:])
+        state = {{k: v.detach().clone() for k, v in trainer.model.state_dict().items()}}
+        torch.save({{"world_size": trainer.args.world_size, "backend": trainer.accelerator.state.backend,
+                    "state": state}}, "{tmp_path}/rank%d.pt" % trainer.args.process_index)
+    """))
+    teacher_dir = digits_poolformer(tmp_path / "teacher")
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+        str(ROOT / "configs" / "accelerate_cpu_2proc.yaml"), "--main_process_port", str(free_port()), str(runner),
+        "--output_dir", str(tmp_path / "run"), "--image_size", "32", "--teacher_model", str(teacher_dir),
+        "--init_from_teacher", "--distillation_type", "soft", "--lambda_hidden", "1.0", "--drop_path_rate", "0.1",
+        "--per_device_train_batch_size", "4", "--max_train_samples", "32", "--max_eval_samples", "16",
+        "--max_steps", "3", "--save_strategy", "no", "--disable_tqdm", "true",
+    ]
+    done = subprocess.run(
+        command, capture_output=True, text=True, cwd=tmp_path, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1)]
+    assert [r["world_size"] for r in ranks] == [2, 2] and ranks[0]["backend"] == "gloo"
+    start = PoolFormerForImageClassification.from_pretrained(teacher_dir).classifier.weight
+    assert not torch.equal(ranks[0]["state"]["classifier.weight"], start)  # it trained
+    for key, value in ranks[0]["state"].items():
+        assert torch.equal(value, ranks[1]["state"][key]), key
+    # the per-term eval means are gathered over both ranks, like Trainer's eval_loss
+    results = json.loads((tmp_path / "run" / "eval_results.json").read_text())
+    combined = 0.5 * results["eval_loss_ce"] + 0.5 * results["eval_loss_kd"] + results["eval_loss_hidden"]
+    assert results["eval_loss"] == pytest.approx(combined, rel=1e-5)
+
+
+# ---- transforms without torchvision ----
+
+
+@pytest.mark.parametrize("size,crop_pct", [(32, 0.9), (32, 1.0), (224, 0.95)])
+def test_eval_transform_matches_the_saved_image_processor(size, crop_pct):
+    from transformers.models.poolformer.image_processing_pil_poolformer import PoolFormerImageProcessorPil
+
+    from riformer_hf.data import EvalTransform
+
+    rng = np.random.default_rng(0)
+    processor = PoolFormerImageProcessorPil(
+        size={"shortest_edge": size}, crop_size={"height": size, "width": size}, crop_pct=crop_pct
+    )
+    for width, height in ((300, 200), (97, 131), (40, 36)):
+        image = Image.fromarray(rng.integers(0, 255, (height, width, 3), dtype=np.uint8))
+        expected = torch.from_numpy(np.asarray(processor(image, return_tensors="np")["pixel_values"][0]))
+        torch.testing.assert_close(EvalTransform(size, crop_pct)(image), expected, rtol=0, atol=1e-6)
+
+
+def test_train_transform_crops_within_its_ranges_and_is_seeded():
+    from riformer_hf.data import TrainTransform
+
+    transform = TrainTransform(24, scale=(0.25, 0.5), ratio=(0.5, 2.0), hflip=0.5)
+    torch.manual_seed(0)
+    for _ in range(200):
+        left, top, right, bottom = transform.crop_box(80, 60)
+        assert 0 <= left < right <= 80 and 0 <= top < bottom <= 60
+        area = (right - left) * (bottom - top) / (80 * 60)
+        assert 0.23 <= area <= 0.52 and 0.45 <= (right - left) / (bottom - top) <= 2.2
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (60, 80, 3), dtype=np.uint8))
+    torch.manual_seed(1)
+    first = [transform(image) for _ in range(4)]
+    torch.manual_seed(1)
+    again = [transform(image) for _ in range(4)]
+    assert all(torch.equal(a, b) for a, b in zip(first, again)) and first[0].shape == (3, 24, 24)
+    assert not torch.equal(first[0], first[1])
+    whole = TrainTransform(24, scale=(1.0, 1.0), hflip=0.0)
+    state = torch.get_rng_state()
+    whole(image)
+    assert torch.equal(state, torch.get_rng_state())  # no random crop, no flip: no random numbers drawn
+    # a flip is a horizontal mirror of the same crop
+    flip = TrainTransform(24, scale=(1.0, 1.0), hflip=1.0)
+    assert torch.equal(flip(image), whole(image).flip(-1))
