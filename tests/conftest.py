@@ -20,6 +20,15 @@ def randomize_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     return model
 
 
+@pytest.fixture(autouse=True, scope="session")
+def one_thread():
+    """Tiny models on 2 cores: one intra-op thread is faster than contending threads (subprocesses get their own)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def tiny_config():
     from riformer_hf import RIFormerConfig

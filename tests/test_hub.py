@@ -90,14 +90,6 @@ def assert_deploy_export(folder: Path):
     assert any(".norm_reparam." in k for k in keys)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models on shared cores: one intra-op thread is several times faster than contending for all of them."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture(scope="module")
 def hub_session(tmp_path_factory):

@@ -15,14 +15,6 @@ from riformer_hf.teachers import (
 LABELS = {"id2label": {0: "cat", 1: "dog", 2: "fish"}, "label2id": {"cat": 0, "dog": 1, "fish": 2}}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: one intra-op thread is faster than two on shared cores (no spinning at thread barriers)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def tiny_poolformer(seed=0, dtype=torch.float32, **kwargs) -> PoolFormerForImageClassification:
     config = PoolFormerConfig(depths=(1, 2, 2, 1), hidden_sizes=(8, 16, 24, 32), **{**LABELS, **kwargs})

@@ -26,14 +26,6 @@ QUICK = [
 DETERMINISTIC_DATA = ["--min_crop_area", "1.0"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: one intra-op thread is faster than two on shared cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def digits_poolformer(path: Path, depths=(1, 1, 1, 1), widths=(8, 8, 8, 8)) -> Path:
     names = [str(d) for d in range(10)]

@@ -20,14 +20,6 @@ ARCH = {"depths": (1, 1, 2, 1), "hidden_sizes": (8, 8, 16, 16)}
 IMITATION = {"lambda_hidden": 0.5, "lambda_mixer": 2.0, "lambda_relation": 3.0}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: one intra-op thread is faster than two on shared cores (no spinning at thread barriers)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 class Images(torch.utils.data.Dataset):
     def __init__(self, n=8, size=32, seed=0, labels=True):

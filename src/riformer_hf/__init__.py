@@ -13,6 +13,7 @@ from .modeling_riformer import (
     reparameterize_model,
 )
 from .hub import ReparameterizedExportMixin, push_reparameterized
+from .trainer import RIFormerDistillationTrainer, RIFormerTrainingArguments
 
 AutoConfig.register("riformer", RIFormerConfig, exist_ok=True)
 AutoModel.register(RIFormerConfig, RIFormerModel, exist_ok=True)
@@ -43,9 +44,11 @@ __all__ = [
     "RIFORMER_PRESETS",
     "RIFormerBackbone",
     "RIFormerConfig",
+    "RIFormerDistillationTrainer",
     "RIFormerForImageClassification",
     "RIFormerModel",
     "RIFormerPreTrainedModel",
+    "RIFormerTrainingArguments",
     "ReparameterizedExportMixin",
     "push_reparameterized",
     "reparameterize_model",
