@@ -1,0 +1,502 @@
+"""Speed of RIFormer against transformers' PoolFormer, measured side by side in one process.
+
+- Inference: images/s of PoolFormer, RIFormer in training form and RIFormer in deploy form (re-parameterised; also
+  through its plain modules, to tell the gain of removing the mixer from that of the fused inference path), timed
+  interleaved — every round runs each model once, in a rotating order — so the ratios compare models under the same
+  machine state; medians over rounds after warm-up, ratios as medians of per-round ratios.
+- A hardware bound in the same rounds: the FLOP/s of one large square matrix product in the benchmark's dtype. Each
+  model's achieved FLOP/s is `2 × MACs × images/s`, MACs counting convolutions and linear layers only (norms,
+  activations, pooling and residual adds are not counted; see `count_macs`).
+- Distillation cost: time of one training step (forward, backward, optimizer) with labels only, with soft logit
+  distillation, and with soft distillation plus module imitation, against a student step plus a teacher forward.
+
+`scripts/benchmark.py` is the command line; `run_inference_benchmark`, `run_distillation_benchmark`, `format_*`,
+`plot_throughput_vs_accuracy` and `environment` are the pieces it calls.
+"""
+
+import contextlib
+import os
+import platform
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+from transformers import PoolFormerConfig, PoolFormerForImageClassification
+
+from .configuration_riformer import RIFORMER_PRESETS, RIFormerConfig
+from .modeling_riformer import RIFormerForImageClassification, reparameterize_model
+
+# Published ImageNet-1k top-1 at 224² (RIFormer: CVPR 2023 Table 1; PoolFormer: MetaFormer, CVPR 2022 Table 2).
+PUBLISHED_TOP1 = {
+    "riformer": {"s12": 76.9, "s24": 80.3, "s36": 81.3, "m36": 82.6, "m48": 82.8},
+    "poolformer": {"s12": 77.2, "s24": 80.3, "s36": 81.4, "m36": 82.1, "m48": 82.5},
+}
+# MACs at 224² as the RIFormer paper reports them (Table 1), for checking `count_macs`.
+PAPER_GMACS = {"s12": 1.82, "s24": 3.41, "s36": 5.00, "m36": 8.80, "m48": 11.59}
+# S12 module-imitation weights of the paper (Table 10).
+PAPER_IMITATION_WEIGHTS = {"lambda_hidden": 1e-4, "lambda_mixer": 1e-3, "lambda_relation": 1.0}
+
+MODEL_NAMES = {
+    "poolformer": "PoolFormer (transformers)",
+    "riformer_train": "RIFormer, training form",
+    "riformer_deploy_plain": "RIFormer, deploy form, plain modules",
+    "riformer_deploy": "RIFormer, deploy form",
+}
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+@dataclass
+class BenchmarkSettings:
+    """What to measure and how. `depths` / `hidden_sizes` override every preset's (for quick, tiny runs)."""
+
+    presets: tuple[str, ...] = ("s12",)
+    batch_size: int = 16
+    image_size: int = 224
+    device: str = "cpu"
+    dtype: str = "fp32"
+    channels_last: bool = False
+    compile: bool = False
+    threads: int | None = None
+    warmup: int = 2
+    repeats: int = 10
+    matmul_size: int | None = None
+    depths: tuple[int, ...] | None = None
+    hidden_sizes: tuple[int, ...] | None = None
+    num_labels: int = 1000
+    seed: int = 0
+
+    def __post_init__(self):
+        unknown = [p for p in self.presets if p not in RIFORMER_PRESETS]
+        if unknown or not self.presets:
+            raise ValueError(f"Unknown preset(s) {unknown}; choose from {', '.join(RIFORMER_PRESETS)}.")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype={self.dtype!r}; choose one of {', '.join(DTYPES)}.")
+        if self.batch_size < 1 or self.image_size < 32 or self.repeats < 1 or self.warmup < 0:
+            raise ValueError(
+                "Need batch_size ≥ 1, image_size ≥ 32 (the network downsamples 32×), repeats ≥ 1 and warmup ≥ 0; got "
+                f"{self.batch_size}, {self.image_size}, {self.repeats}, {self.warmup}."
+            )
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise ValueError(f"device={self.device!r} but CUDA is not available here; use --device cpu.")
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return DTYPES[self.dtype]
+
+    @property
+    def matmul_dim(self) -> int:
+        return self.matmul_size or (2048 if self.device == "cpu" else 8192)
+
+
+# ---- models and their cost ----
+
+
+def riformer_config(preset: str, settings: BenchmarkSettings) -> RIFormerConfig:
+    """The training-form config of a preset, with the settings' label count, image size and layout overrides."""
+    overrides = {k: v for k, v in (("depths", settings.depths), ("hidden_sizes", settings.hidden_sizes)) if v}
+    return RIFormerConfig.from_preset(
+        preset, num_labels=settings.num_labels, image_size=settings.image_size, **overrides
+    )
+
+
+def poolformer_config(config: RIFormerConfig) -> PoolFormerConfig:
+    """The transformers PoolFormer with a RIFormer's layout (same stem, stages, MLPs, layer-scale init)."""
+    return PoolFormerConfig(
+        num_channels=config.num_channels,
+        depths=list(config.depths),
+        hidden_sizes=list(config.hidden_sizes),
+        mlp_ratio=config.mlp_ratio,
+        patch_sizes=list(config.patch_sizes),
+        strides=list(config.strides),
+        padding=list(config.padding),
+        hidden_act=config.hidden_act,
+        layer_scale_init_value=config.layer_scale_init_value,
+        num_labels=config.num_labels,
+    )
+
+
+def build_models(preset: str, settings: BenchmarkSettings) -> dict[str, nn.Module]:
+    """PoolFormer, RIFormer training form and its re-parameterised copy, randomly initialised, in eval mode on the
+    benchmark's device, dtype and memory format."""
+    torch.manual_seed(settings.seed)
+    config = riformer_config(preset, settings)
+    train = RIFormerForImageClassification(config)
+    models = {
+        "poolformer": PoolFormerForImageClassification(poolformer_config(config)),
+        "riformer_train": train,
+        "riformer_deploy": reparameterize_model(train),
+    }
+    memory_format = torch.channels_last if settings.channels_last else torch.contiguous_format
+    return {
+        name: model.to(settings.device, settings.torch_dtype, memory_format=memory_format).eval().requires_grad_(False)
+        for name, model in models.items()
+    }
+
+
+def count_macs(model_or_config, image_size: int, num_channels: int = 3) -> int:
+    """Multiply-accumulates of one image through the model: convolutions and linear layers (matrix products).
+
+    Counted by `torch.utils.flop_counter.FlopCounterMode` (2 FLOPs per MAC) on a meta-device copy built from the
+    config, so nothing is computed. Norms, activations, pooling, the affine mixer and residual adds are not counted.
+    mmcv-style counters also count one op per output of a biased conv / linear and two per GroupNorm output; with
+    those added, the counts match the paper's Table 1 to its rounding (S12: 1.812 G here, 1.822 G so, paper 1.82 G).
+    The fused deploy path's in-place `addmm_` is counted like `addmm`, so both forms count the same work.
+    """
+    config = getattr(model_or_config, "config", model_or_config)
+    with torch.device("meta"):
+        if isinstance(config, PoolFormerConfig):
+            model = PoolFormerForImageClassification(config)
+        else:
+            model = RIFormerForImageClassification(config)
+        pixels = torch.empty(1, num_channels, image_size, image_size)
+    counter = FlopCounterMode(display=False, custom_mapping={torch.ops.aten.addmm_: _addmm_flops})
+    with counter, torch.no_grad():
+        model.eval()(pixels)
+    return counter.get_total_flops() // 2
+
+
+def _addmm_flops(input_shape, a_shape, b_shape, *args, **kwargs) -> int:
+    """FLOPs of `input.addmm_(a, b)`: a (m × k) times b (k × n)."""
+    return 2 * a_shape[0] * a_shape[1] * b_shape[1]
+
+
+def parameter_count(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+# ---- timing ----
+
+
+def _synchronizer(device: str) -> Callable[[], None]:
+    if device.startswith("cuda"):
+        return torch.cuda.synchronize
+    return lambda: None
+
+
+def time_interleaved(
+    workloads: dict[str, Callable[[], object]],
+    warmup: int,
+    repeats: int,
+    synchronize: Callable[[], None] = lambda: None,
+) -> dict[str, list[float]]:
+    """Seconds per call of every workload, `repeats` rounds after `warmup` untimed rounds.
+
+    Each round calls every workload once, starting one later each round, so slow drifts of the machine (other
+    processes, clocks) affect all workloads alike and per-round ratios stay fair.
+    """
+    names = list(workloads)
+    for _ in range(warmup):
+        for name in names:
+            workloads[name]()
+    synchronize()
+    seconds = {name: [] for name in names}
+    for round_index in range(repeats):
+        shift = round_index % len(names)
+        for name in names[shift:] + names[:shift]:
+            synchronize()
+            start = time.perf_counter()
+            workloads[name]()
+            synchronize()
+            seconds[name].append(time.perf_counter() - start)
+    return seconds
+
+
+def _summary(values: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def _ratio(numerator: list[float], denominator: list[float]) -> dict[str, float]:
+    """Median (and range) over rounds of the per-round ratio: robust to load that changes between rounds."""
+    return _summary([n / d for n, d in zip(numerator, denominator)])
+
+
+def matmul_workload(settings: BenchmarkSettings) -> tuple[Callable[[], object], int]:
+    """A square matrix product in the benchmark's dtype and device, and its FLOPs."""
+    n = settings.matmul_dim
+    a = torch.randn(n, n, device=settings.device, dtype=settings.torch_dtype)
+    b = torch.randn(n, n, device=settings.device, dtype=settings.torch_dtype)
+    out = torch.empty(n, n, device=settings.device, dtype=settings.torch_dtype)
+    return (lambda: torch.mm(a, b, out=out)), 2 * n**3
+
+
+@contextlib.contextmanager
+def _threads(count: int | None):
+    previous = torch.get_num_threads()
+    if count:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def benchmark_preset(preset: str, settings: BenchmarkSettings) -> dict:
+    """Throughput of the models and the matmul bound for one preset, all in the same interleaved rounds."""
+    models = build_models(preset, settings)
+    config = models["riformer_train"].config
+    macs = count_macs(config, settings.image_size)
+    pixels = torch.randn(
+        settings.batch_size, config.num_channels, settings.image_size, settings.image_size,
+        device=settings.device, dtype=settings.torch_dtype,
+    )
+    if settings.channels_last:
+        pixels = pixels.contiguous(memory_format=torch.channels_last)
+    runners = {name: torch.compile(model) if settings.compile else model for name, model in models.items()}
+    workloads = {name: (lambda runner=runner: runner(pixel_values=pixels)) for name, runner in runners.items()}
+    # The deploy form through its plain modules (asking for block states turns the fused path off): how much of the
+    # speed comes from removing the mixer and how much from the fused path.
+    deploy = runners["riformer_deploy"]
+    workloads["riformer_deploy_plain"] = lambda: deploy(pixel_values=pixels, output_block_states=True)
+    workloads["matmul"], matmul_flops = matmul_workload(settings)
+    with torch.inference_mode():
+        seconds = time_interleaved(workloads, settings.warmup, settings.repeats, _synchronizer(settings.device))
+
+    bound = matmul_flops / statistics.median(seconds["matmul"])
+    results = {}
+    for name in MODEL_NAMES:
+        median = statistics.median(seconds[name])
+        images_per_s = settings.batch_size / median
+        results[name] = {
+            "label": MODEL_NAMES[name],
+            "parameters": parameter_count(models[name.removesuffix("_plain")]),
+            "seconds_per_batch": _summary(seconds[name]),
+            "images_per_s": images_per_s,
+            "images_per_s_range": [settings.batch_size / max(seconds[name]), settings.batch_size / min(seconds[name])],
+            "achieved_flops_per_s": 2 * macs * images_per_s,
+            "fraction_of_matmul_bound": 2 * macs * images_per_s / bound,
+            "speedup_vs_poolformer": _ratio(seconds["poolformer"], seconds[name]),
+        }
+    return {
+        "preset": preset,
+        "macs_per_image": macs,
+        "matmul": {"size": settings.matmul_dim, "flops_per_s": bound, "seconds": _summary(seconds["matmul"])},
+        "models": results,
+        "deploy_vs_training_form": _ratio(seconds["riformer_train"], seconds["riformer_deploy"]),
+        "fused_vs_plain_deploy": _ratio(seconds["riformer_deploy_plain"], seconds["riformer_deploy"]),
+    }
+
+
+def run_inference_benchmark(settings: BenchmarkSettings) -> dict:
+    """Every preset of `settings`, one after the other; returns the JSON-ready record (settings, environment, runs)."""
+    with _threads(settings.threads):
+        runs = [benchmark_preset(preset, settings) for preset in settings.presets]
+        return {"settings": asdict(settings), "environment": environment(settings.device), "inference": runs}
+
+
+# ---- distillation cost ----
+
+
+def run_distillation_benchmark(
+    settings: BenchmarkSettings, preset: str = "s12", temperature: float = 1.0
+) -> dict:
+    """Seconds per training step of a RIFormer student with a PoolFormer teacher of the same size, interleaved.
+
+    Steps are `trainer.compute_loss` (under the Trainer's autocast context) + backward + AdamW step, for labels only,
+    soft distillation (label-free, α = 1) and soft distillation + module imitation (the paper's S12 weights, the
+    default imitated blocks; the PoolFormer serves as logit and imitation teacher with one forward). The overhead is
+    the imitation step over (labels-only step + teacher forward).
+    """
+    from .trainer import RIFormerDistillationTrainer, RIFormerTrainingArguments
+
+    torch.manual_seed(settings.seed)
+    config = riformer_config(preset, settings)
+    student = RIFormerForImageClassification(config).to(settings.device).train()
+    teacher = PoolFormerForImageClassification(poolformer_config(config)).to(settings.device)
+    teacher.eval().requires_grad_(False)
+    optimizer = torch.optim.AdamW(student.parameters(), lr=1e-4)
+    batch = {
+        "pixel_values": torch.randn(
+            settings.batch_size, config.num_channels, settings.image_size, settings.image_size, device=settings.device
+        ),
+        "labels": torch.randint(0, config.num_labels, (settings.batch_size,), device=settings.device),
+    }
+    variants = {
+        "labels_only": {"distillation_type": "none"},
+        "soft_kd": {"distillation_type": "soft", "distillation_alpha": 1.0},
+        "soft_kd_imitation": {"distillation_type": "soft", "distillation_alpha": 1.0, **PAPER_IMITATION_WEIGHTS},
+    }
+    with tempfile.TemporaryDirectory() as output_dir, _threads(settings.threads):
+        trainers = {}
+        for name, fields in variants.items():
+            args = RIFormerTrainingArguments(
+                output_dir=output_dir, report_to="none", use_cpu=settings.device == "cpu",
+                bf16=settings.dtype == "bf16", distillation_temperature=temperature, **fields,
+            )
+            trainers[name] = RIFormerDistillationTrainer(
+                student, args, teacher_model=None if name == "labels_only" else teacher
+            )
+
+        def step(trainer):
+            with trainer.compute_loss_context_manager():
+                loss = trainer.compute_loss(student, batch)
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+
+        def teacher_forward():
+            with torch.no_grad(), trainers["soft_kd"].accelerator.autocast():
+                teacher(pixel_values=batch["pixel_values"])
+
+        workloads = {name: (lambda trainer=trainer: step(trainer)) for name, trainer in trainers.items()}
+        workloads["teacher_forward"] = teacher_forward
+        seconds = time_interleaved(workloads, settings.warmup, settings.repeats, _synchronizer(settings.device))
+
+    baseline = [s + t for s, t in zip(seconds["labels_only"], seconds["teacher_forward"])]
+    return {
+        "preset": preset,
+        "batch_size": settings.batch_size,
+        "image_size": settings.image_size,
+        "seconds": {name: _summary(values) for name, values in seconds.items()},
+        "overhead": {
+            "soft_kd_vs_student_plus_teacher": _ratio(seconds["soft_kd"], baseline),
+            "soft_kd_imitation_vs_student_plus_teacher": _ratio(seconds["soft_kd_imitation"], baseline),
+        },
+    }
+
+
+# ---- reporting ----
+
+
+def environment(device: str) -> dict:
+    """Hardware and software the numbers were measured with."""
+    import transformers
+
+    from . import __version__
+
+    info = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "riformer_hf": __version__,
+        "platform": platform.platform(),
+        "cpu": _cpu_name(),
+        "cpu_count": os.cpu_count(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "threads": torch.get_num_threads(),
+    }
+    if device.startswith("cuda"):
+        info["gpu"] = torch.cuda.get_device_name(device)
+        info["cuda"] = torch.version.cuda
+    return info
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def format_inference_table(record: dict) -> str:
+    """A Markdown table of every preset: throughput, achieved FLOP/s, share of the matmul bound and ratios."""
+    settings = record["settings"]
+    lines = [
+        f"batch {settings['batch_size']}, {settings['image_size']}², {settings['dtype']}, device {settings['device']}, "
+        f"{record['environment']['threads']} threads, channels_last={settings['channels_last']}, "
+        f"compile={settings['compile']}; median of {settings['repeats']} interleaved rounds after "
+        f"{settings['warmup']} warm-up",
+        "",
+        "| preset | model | params | GMACs | img/s (median, [min, max]) | GFLOP/s | of matmul bound | × PoolFormer |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for run in record["inference"]:
+        for result in run["models"].values():
+            low, high = result["images_per_s_range"]
+            lines.append(
+                f"| {run['preset'].upper()} | {result['label']} | {result['parameters'] / 1e6:.2f} M "
+                f"| {run['macs_per_image'] / 1e9:.4g} | {result['images_per_s']:.1f} [{low:.1f}, {high:.1f}] "
+                f"| {result['achieved_flops_per_s'] / 1e9:.1f} | {100 * result['fraction_of_matmul_bound']:.0f} % "
+                f"| {_format_ratio(result['speedup_vs_poolformer'])} |"
+            )
+    lines.append("")
+    for run in record["inference"]:
+        matmul = run["matmul"]
+        lines.append(
+            f"{run['preset'].upper()}: deploy / training form {_format_ratio(run['deploy_vs_training_form'])}; "
+            f"fused / plain deploy {_format_ratio(run['fused_vs_plain_deploy'])}; matmul bound "
+            f"{matmul['flops_per_s'] / 1e9:.1f} GFLOP/s ({matmul['size']}² × {matmul['size']}² {settings['dtype']})."
+        )
+    return "\n".join(lines)
+
+
+def _format_ratio(ratio: dict[str, float]) -> str:
+    return f"{ratio['median']:.2f} [{ratio['min']:.2f}, {ratio['max']:.2f}]"
+
+
+def format_distillation_table(record: dict) -> str:
+    labels = {
+        "labels_only": "labels only (student step)",
+        "soft_kd": "soft KD (α = 1)",
+        "soft_kd_imitation": "soft KD + module imitation",
+        "teacher_forward": "teacher forward (no grad)",
+    }
+    lines = [
+        f"{record['preset'].upper()} student, PoolFormer-{record['preset'].upper()} teacher, batch "
+        f"{record['batch_size']}, {record['image_size']}²",
+        "",
+        "| step | s/step (median, [min, max]) |",
+        "|---|---|",
+    ]
+    for name, label in labels.items():
+        s = record["seconds"][name]
+        lines.append(f"| {label} | {s['median']:.3f} [{s['min']:.3f}, {s['max']:.3f}] |")
+    overhead = record["overhead"]
+    lines += [
+        "",
+        "soft KD / (student step + teacher forward): "
+        + _format_ratio(overhead["soft_kd_vs_student_plus_teacher"]),
+        "soft KD + imitation / (student step + teacher forward): "
+        + _format_ratio(overhead["soft_kd_imitation_vs_student_plus_teacher"]),
+    ]
+    return "\n".join(lines)
+
+
+def plot_throughput_vs_accuracy(record: dict, path: str) -> None:
+    """Throughput (x) against published top-1 (y) of RIFormer (deploy) and PoolFormer for the measured presets."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(6.4, 4.4), dpi=150)
+    for family, model_name, style in (("riformer", "riformer_deploy", "o-"), ("poolformer", "poolformer", "s--")):
+        runs = [run for run in record["inference"] if run["preset"] in PUBLISHED_TOP1[family]]
+        xs = [run["models"][model_name]["images_per_s"] for run in runs]
+        ys = [PUBLISHED_TOP1[family][run["preset"]] for run in runs]
+        axes.plot(xs, ys, style, label=MODEL_NAMES[model_name])
+        for x, y, run in zip(xs, ys, runs):
+            axes.annotate(run["preset"].upper(), (x, y), textcoords="offset points", xytext=(4, -10), fontsize=8)
+    settings, env = record["settings"], record["environment"]
+    device = env.get("gpu") or f"{env['cpu']}, {env['threads']} threads"
+    axes.set_xlabel(f"throughput (images/s; batch {settings['batch_size']}, {settings['dtype']})")
+    axes.set_ylabel("ImageNet-1k top-1 (%), published")
+    axes.set_title(f"RIFormer vs PoolFormer — {device}", fontsize=9)
+    axes.grid(alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+
+
+__all__ = [
+    "BenchmarkSettings",
+    "PUBLISHED_TOP1",
+    "build_models",
+    "count_macs",
+    "environment",
+    "format_distillation_table",
+    "format_inference_table",
+    "plot_throughput_vs_accuracy",
+    "run_distillation_benchmark",
+    "run_inference_benchmark",
+    "time_interleaved",
+]
