@@ -248,7 +248,7 @@ def test_fused_path_compiles_as_one_graph(tiny_config):
         assert torch.allclose(compiled(pixel_values=pixels).logits, expected, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning", "ignore::DeprecationWarning", "ignore::FutureWarning")
 def test_tracing_takes_the_plain_path(tiny_config, fused_calls, monkeypatch):
     """A traced graph must not freeze the fused path's batch chunking: traced at batch 4, run at batch 3."""
     monkeypatch.setattr(modeling, "_CPU_CHUNK_BYTES", 1)
