@@ -169,9 +169,11 @@ def test_fused_path_matches_the_training_form(name, dtype, tolerance, fused_call
         reference = model(pixels).logits
         outputs = {"default chunks": deploy(pixels).logits}
         outputs["channels_last input"] = deploy(pixels.contiguous(memory_format=torch.channels_last)).logits
-        monkeypatch.setattr(modeling, "_CPU_CHUNK_BYTES", 1)  # one sample per chunk
-        outputs["one sample per chunk"] = deploy(pixels).logits
-    assert len(fused_calls) == 3 * sum(deploy.config.depths)
+        monkeypatch.setattr(modeling, "_CPU_HIDDEN_BYTES", 4096)  # a few dozen tokens per MLP step
+        outputs["MLP steps across samples"] = deploy(pixels).logits
+        monkeypatch.setattr(modeling, "_CPU_TOKEN_BYTES", 1)
+        outputs["one sample per norm step"] = deploy(pixels).logits
+    assert len(fused_calls) == 4 * sum(deploy.config.depths)
     scale = reference.abs().max()
     for what, logits in outputs.items():
         assert (logits - reference).abs().max() / scale <= tolerance, what
@@ -251,7 +253,7 @@ def test_fused_path_compiles_as_one_graph(tiny_config):
 @pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning", "ignore::DeprecationWarning", "ignore::FutureWarning")
 def test_tracing_takes_the_plain_path(tiny_config, fused_calls, monkeypatch):
     """A traced graph must not freeze the fused path's batch chunking: traced at batch 4, run at batch 3."""
-    monkeypatch.setattr(modeling, "_CPU_CHUNK_BYTES", 1)
+    monkeypatch.setattr(modeling, "_CPU_TOKEN_BYTES", 1)
     deploy = reparameterize_model(randomize_(RIFormerForImageClassification(tiny_config).eval()))
     deploy.config.return_dict = False
     with torch.no_grad():
@@ -259,3 +261,11 @@ def test_tracing_takes_the_plain_path(tiny_config, fused_calls, monkeypatch):
         pixels = torch.randn(3, 3, 32, 32)
         assert torch.allclose(traced(pixels)[0], deploy(pixels)[0], rtol=1e-5, atol=1e-6)
     assert len(fused_calls) == sum(tiny_config.depths)  # the eager call only
+
+
+def test_cpu_chunks_fit_the_cache_budgets():
+    """S12's first stage at batch 16: norms over 4 samples (3.2 MiB), MLP steps of 3136 tokens (3.2 MiB hidden)."""
+    tokens = torch.empty(16, 56 * 56, 64)
+    assert modeling._cpu_chunks(tokens, 256) == (4, 3136)
+    assert modeling._cpu_chunks(tokens.to("meta"), 256) == (16, 16 * 56 * 56)  # off CPU: one step
+    assert modeling._cpu_chunks(torch.empty(3, 7, 4096), 2**21) == (3, 1)  # budgets below one row still progress
