@@ -77,8 +77,16 @@ def test_relation_loss_by_hand():
     assert relation_imitation_loss(student, teacher).item() == pytest.approx(0.25, rel=1e-6)
 
 
-@pytest.mark.parametrize("shape_s,shape_t", [((3, 5, 4, 6), (3, 5, 4, 6)), ((2, 7, 3, 5), (2, 11, 3, 5))])
-def test_relation_gram_identity_matches_naive(shape_s, shape_t):
+RELATION_SHAPES = {  # (student, teacher): the first two take the C × C Gram form, the last two the HW × HW one
+    "gram": ((3, 5, 4, 6), (3, 5, 4, 6)),
+    "gram, channels differ": ((2, 7, 3, 5), (2, 11, 3, 5)),
+    "direct": ((2, 12, 2, 3), (2, 12, 2, 3)),
+    "direct, channels differ": ((2, 9, 2, 2), (2, 16, 2, 2)),
+}
+
+
+@pytest.mark.parametrize("shape_s,shape_t", RELATION_SHAPES.values(), ids=RELATION_SHAPES.keys())
+def test_relation_loss_matches_naive(shape_s, shape_t):
     torch.manual_seed(1)
     student, teacher = torch.randn(shape_s), torch.randn(shape_t)
     expected = naive_relation_loss(student, teacher)
@@ -89,29 +97,37 @@ def test_relation_gram_identity_matches_naive(shape_s, shape_t):
     assert per_sample.shape == (shape_s[0],)
 
 
-def test_relation_gradient_matches_naive():
+@pytest.mark.parametrize("channels,size", [(4, 3), (12, 2)], ids=["gram", "direct"])
+def test_relation_gradient_matches_naive(channels, size):
     torch.manual_seed(2)
-    student = torch.randn(2, 4, 3, 3, dtype=torch.float64, requires_grad=True)
-    teacher = torch.randn(2, 4, 3, 3, dtype=torch.float64)
-    (grad_gram,) = torch.autograd.grad(relation_imitation_loss(student, teacher), student)
+    student = torch.randn(2, channels, size, size, dtype=torch.float64, requires_grad=True)
+    teacher = torch.randn(2, channels, size, size, dtype=torch.float64)
+    (grad,) = torch.autograd.grad(relation_imitation_loss(student, teacher), student)
     (grad_naive,) = torch.autograd.grad(naive_relation_loss(student, teacher), student)
-    assert torch.allclose(grad_gram, grad_naive, atol=1e-12)
+    assert torch.allclose(grad, grad_naive, atol=1e-12)
 
 
-def test_relation_loss_never_builds_token_by_token_matrices(monkeypatch):
-    """At 56×56 tokens a (HW × HW) float matrix per sample would hold 3136² entries; the Gram form needs C × C."""
-    student, teacher = torch.randn(2, 8, 56, 56), torch.randn(2, 8, 56, 56)
+@pytest.mark.parametrize(
+    "channels,size,largest_matrix",
+    [(8, 56, 8 * 8), (512, 7, 49 * 49)],  # S12 stage 1 at 224² would need 3136² entries; stage 4 is smaller as HW × HW
+    ids=["many tokens: C × C", "few tokens: HW × HW"],
+)
+def test_relation_loss_builds_the_smaller_matrices(channels, size, largest_matrix, monkeypatch):
+    student, teacher = torch.randn(2, channels, size, size), torch.randn(2, channels, size, size)
     largest = []
-    real_bmm = torch.bmm
 
-    def spy(a, b, **kwargs):
-        out = real_bmm(a, b, **kwargs)
-        largest.append(out[0].numel())
-        return out
+    def spy_on(real):
+        def spy(*args, **kwargs):
+            out = real(*args, **kwargs)
+            largest.append(out[0].numel())
+            return out
 
-    monkeypatch.setattr(torch, "bmm", spy)
+        return spy
+
+    monkeypatch.setattr(torch, "bmm", spy_on(torch.bmm))
+    monkeypatch.setattr(torch, "baddbmm", spy_on(torch.baddbmm))
     relation_imitation_loss(student, teacher)
-    assert largest and max(largest) == 8 * 8
+    assert largest and max(largest) == largest_matrix
 
 
 def test_losses_are_float32_under_bf16_autocast():
