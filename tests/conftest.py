@@ -20,6 +20,14 @@ def randomize_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     return model
 
 
+def small_preset(name, **kwargs):
+    """The preset's depths at 1/8 of its widths."""
+    from riformer_hf import RIFORMER_PRESETS, RIFormerConfig  # after the environment above is set
+
+    widths = tuple(w // 8 for w in RIFORMER_PRESETS[name]["hidden_sizes"])
+    return RIFormerConfig.from_preset(name, hidden_sizes=widths, num_labels=5, **kwargs)
+
+
 @pytest.fixture(autouse=True, scope="session")
 def one_thread():
     """Tiny models on 2 cores: one intra-op thread is faster than contending threads (subprocesses get their own)."""

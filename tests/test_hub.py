@@ -1,7 +1,6 @@
 """The save hook and Hub publishing, against a local Hub-protocol server (tests/hub_server.py)."""
 
 import json
-import os
 import runpy
 import shlex
 import shutil

@@ -3,13 +3,12 @@ import textwrap
 
 import pytest
 import torch
-from conftest import randomize_, run_without_package
+from conftest import randomize_, run_without_package, small_preset
 from safetensors.torch import load_file
 from transformers import AutoBackbone, AutoConfig, AutoImageProcessor, AutoModel, AutoModelForImageClassification
 
 import riformer_hf
 from riformer_hf import (
-    RIFORMER_PRESETS,
     RIFormerBackbone,
     RIFormerConfig,
     RIFormerForImageClassification,
@@ -18,12 +17,6 @@ from riformer_hf import (
 )
 
 PAPER_PARAMS = {"s12": 11_915_176, "s24": 21_388_968, "s36": 30_862_760, "m36": 56_172_520, "m48": 73_473_448}
-
-
-def small_preset(name, **kwargs):
-    """The preset's depths at 1/8 of its widths."""
-    widths = tuple(w // 8 for w in RIFORMER_PRESETS[name]["hidden_sizes"])
-    return RIFormerConfig.from_preset(name, hidden_sizes=widths, num_labels=5, **kwargs)
 
 
 @pytest.mark.parametrize("name", list(PAPER_PARAMS))
