@@ -255,7 +255,7 @@ def test_hub_strategy_end_and_a_hub_answering_500_then_retry_with_the_script(hub
     assert_deploy_export(output_dir)
     assert hub.commit_messages("test-user/riformer-end") == ["initial commit"]
     command = failure.value.retry_command
-    assert command in message and "scripts/push_to_hub.py" in command and f"HF_ENDPOINT={hub.url}" in command
+    assert command in message and " -m riformer_hf.push " in command and f"HF_ENDPOINT={hub.url}" in command
     done = subprocess.run(command, shell=True, capture_output=True, text=True, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     assert hub.commit_messages("test-user/riformer-end") == ["initial commit", "Final model"]
@@ -282,12 +282,13 @@ def test_unreachable_hub_training_completes_then_retry_with_the_script(hub_sessi
     assert "Could not create the Hub repo 'test-user/riformer-offline'" in logged
     assert f"--model_dir {output_dir / 'checkpoint-2'}" in logged and "Connection refused" in logged
     assert_deploy_export(output_dir)
-    # The exact command, run as the script itself: drop the environment prefix and the interpreter.
+    # The command's arguments, given to scripts/push_to_hub.py (the same command line) in this process.
     words = shlex.split(failure.value.retry_command)
-    assert words[0] == f"HF_ENDPOINT={hub.url}" and words[2] == str(REPO_ROOT / "scripts" / "push_to_hub.py")
+    assert words[0] == f"HF_ENDPOINT={hub.url}" and words[2:4] == ["-m", "riformer_hf.push"]
+    script = str(REPO_ROOT / "scripts" / "push_to_hub.py")
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(sys, "argv", words[2:])
-        runpy.run_path(words[2], run_name="__main__")
+        patch.setattr(sys, "argv", [script, *words[4:]])
+        runpy.run_path(script, run_name="__main__")
     assert hub.commit_messages("test-user/riformer-offline") == ["initial commit", "End of training"]
     pushed = hub.files("test-user/riformer-offline")["model.safetensors"]
     assert pushed == (output_dir / "model.safetensors").read_bytes()

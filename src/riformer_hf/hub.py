@@ -7,7 +7,8 @@ optionally with the training form in `training/`. It is written to a temporary f
 failure never leaves a half-written folder behind.
 
 - `export_reparameterized(model_or_dir, save_dir)`: write the export.
-- `push_reparameterized(model_or_dir, repo_id)`: export and push; `scripts/push_to_hub.py` is its command line.
+- `push_reparameterized(model_or_dir, repo_id)`: export and push; its command line is `python -m riformer_hf.push`
+  (`scripts/push_to_hub.py` in the repository).
 - `ReparameterizedExportMixin`: put it in front of `transformers.Trainer` to keep `checkpoint-N` folders in training
   form while `save_model()` and every Hub push hold the export.
 """
@@ -34,9 +35,7 @@ from .modeling_riformer import RIFormerForImageClassification, RIFormerPreTraine
 
 logger = logging.getLogger(__name__)
 
-_REPO_ROOT = Path(__file__).resolve().parents[2]
-MODEL_CARD_TEMPLATE = _REPO_ROOT / "model_cards" / "riformer_template.md"
-PUSH_SCRIPT = _REPO_ROOT / "scripts" / "push_to_hub.py"
+MODEL_CARD_TEMPLATE = Path(__file__).with_name("model_card_template.md")  # package data (model_cards/ links to it)
 
 CARD_TAGS = ["riformer", "image-classification", "knowledge-distillation", "reparameterized"]
 TRAINING_SUBFOLDER = "training"
@@ -220,7 +219,8 @@ def build_model_card(
     training_subfolder: bool = False,
     template_path: str | os.PathLike | None = None,
 ) -> ModelCard:
-    """The model card of a RIFormer's deploy export (`model` in either form), from `model_cards/riformer_template.md`.
+    """The model card of a RIFormer's deploy export (`model` in either form), from the package's
+    `model_card_template.md` (also at `model_cards/riformer_template.md` in the repository).
 
     Metadata: `library_name: transformers`, `pipeline_tag: image-classification`, the RIFormer tags, `datasets`,
     `base_model` (teachers with a Hub id), a `model-index` with `eval_results` (e.g. `{"accuracy": 0.91}`) and the
@@ -400,8 +400,12 @@ def _upload_checkpoint(api: HfApi, folder, repo_id: str, **upload):
 
 
 def retry_command(model_dir, repo_id: str, *, revision=None, private=None, commit_message=None) -> str:
-    """The shell command that pushes `model_dir` again (endpoint included when it is not the public Hub)."""
-    words = [sys.executable, str(PUSH_SCRIPT), "--model_dir", str(Path(model_dir).absolute()), "--repo_id", repo_id]
+    """The shell command that pushes `model_dir` again (endpoint included when it is not the public Hub).
+
+    It runs `python -m riformer_hf.push` (what `scripts/push_to_hub.py` runs), so it works from any install.
+    """
+    words = [sys.executable, "-m", "riformer_hf.push", "--model_dir", str(Path(model_dir).absolute())]
+    words += ["--repo_id", repo_id]
     if revision not in (None, constants.DEFAULT_REVISION):
         words += ["--revision", revision]
     if private:
@@ -481,7 +485,7 @@ class ReparameterizedExportMixin:
       does, for resuming); `end` pushes only from `push_to_hub()`. `hub_model_id`, `hub_token`, `hub_private_repo`,
       `hub_revision`, `hub_always_push` and `HF_ENDPOINT` are honoured.
     - The Hub failing never stops training or the local save: background failures are logged, `push_to_hub()`
-      raises `HubPushError`; both name what failed and the `scripts/push_to_hub.py` command that retries.
+      raises `HubPushError`; both name what failed and the `python -m riformer_hf.push` command that retries.
     - Students that are not RIFormers (baselines) save and push exactly as with `Trainer`.
 
     Args (keyword, besides the Trainer's):
