@@ -17,7 +17,7 @@ if [ ! -f "$stamp" ]; then
 fi
 cmd="${1:-}"; shift || true
 case "$cmd" in
-  demo) exec "$venv/bin/python" scripts/demo.py "$@" ;;
+  demo) exec "$venv/bin/riformer-demo" "$@" ;;
   test) exec "$venv/bin/python" -m pytest -q tests "$@" ;;
   *) echo "usage: ./run.sh demo|test [args]" >&2; exit 2 ;;
 esac

@@ -44,7 +44,6 @@ def tiny_config():
     return RIFormerConfig(
         depths=(1, 1, 2, 1), hidden_sizes=(8, 16, 24, 32), num_labels=3,
         id2label={0: "cat", 1: "dog", 2: "fish"}, label2id={"cat": 0, "dog": 1, "fish": 2},
-        image_size=32, crop_pct=0.875,
     )
 
 

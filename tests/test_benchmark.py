@@ -15,9 +15,10 @@ import torch
 from torch import nn
 
 from riformer_hf import RIFormerConfig, RIFormerForImageClassification
-from riformer_hf.benchmark import PAPER_GMACS, BenchmarkSettings, count_macs, poolformer_config, time_interleaved
+from riformer_hf.benchmark import PAPER_GMACS, BenchmarkSettings, count_macs, time_interleaved
+from riformer_hf.distillation.teachers import poolformer_config
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "benchmark.py"
+SCRIPT = Path(sys.executable).with_name("riformer-bench")
 TINY = ["--depths", "1,1,2,1", "--hidden_sizes", "8,16,24,32", "--image_size", "32"]
 
 
@@ -27,7 +28,7 @@ TINY = ["--depths", "1,1,2,1", "--hidden_sizes", "8,16,24,32", "--image_size", "
 def test_benchmark_script_end_to_end(tmp_path):
     json_path, png_path = tmp_path / "bench.json", tmp_path / "bench.png"
     command = [
-        sys.executable, str(SCRIPT), "--presets", "s12", "m36", *TINY, "--batch_size", "3", "--warmup", "1",
+        str(SCRIPT), "--presets", "s12", "m36", *TINY, "--batch_size", "3", "--warmup", "1",
         "--repeats", "3", "--threads", "1", "--matmul_size", "64", "--channels_last",
         "--output_json", str(json_path), "--plot", str(png_path), "--distillation", "--distillation_batch_size", "2",
     ]

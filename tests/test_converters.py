@@ -1,9 +1,6 @@
 import argparse
 import datetime
 import json
-import runpy
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,8 +10,9 @@ from safetensors.torch import load_file, save_file
 from test_gfnet import PAPER_PARAMS_M, original_gfnet_forward, original_gfnet_state_dict
 from transformers import AutoImageProcessor, AutoModelForImageClassification
 
-from riformer_hf import GFNET_PRESETS, RIFORMER_PRESETS, GFNetForImageClassification, RIFormerForImageClassification
-from riformer_hf.converters import (
+from riformer_hf import GFNET_PRESETS, cli
+from riformer_hf import RIFORMER_PRESETS, GFNetForImageClassification, RIFormerForImageClassification
+from riformer_hf.convert import (
     convert_gfnet,
     convert_mmpretrain_riformer,
     gfnet_key_table,
@@ -190,8 +188,8 @@ def test_riformer_non_standard_sizes_and_image_size(tmp_path):
     state = mmpretrain_state_dict(depths=(2, 1, 3), hidden_sizes=(12, 20, 28), num_classes=3, mlp_ratio=3, seed=1)
     config = convert_mmpretrain_riformer(state, tmp_path, image_size=96).config
     assert (config.depths, config.hidden_sizes, config.mlp_ratio, config.num_labels) == ((2, 1, 3), (12, 20, 28), 3, 3)
-    assert config.image_size == 96 and config.crop_pct == 0.9
-    assert AutoImageProcessor.from_pretrained(tmp_path).crop_size == {"height": 96, "width": 96}
+    processor = AutoImageProcessor.from_pretrained(tmp_path)
+    assert processor.crop_size == {"height": 96, "width": 96} and processor.crop_pct == 0.9
     pixels, reloaded = torch.randn(1, 3, 96, 96), AutoModelForImageClassification.from_pretrained(tmp_path)
     with torch.no_grad():
         assert close(mmpretrain_forward(state, pixels), reloaded(pixels).logits)
@@ -204,11 +202,11 @@ def test_riformer_published_layouts_map_completely(name, deploy):
     preset = RIFORMER_PRESETS[name]
     with torch.device("meta"):
         state = mmpretrain_state_dict(preset["depths"], preset["hidden_sizes"], 1000, deploy=deploy)
-    config = infer_riformer_config(state, image_size=384)
-    expected = {**preset, "image_size": 384, "num_labels": 1000, "reparameterized": deploy}
+    config = infer_riformer_config(state)
+    expected = {**preset, "num_labels": 1000, "reparameterized": deploy}
     assert {k: getattr(config, k) for k in expected} == expected
     assert {source for source, _, _ in mmpretrain_riformer_key_table(config)} == set(state)
-    model = convert_mmpretrain_riformer(state, None, image_size=384)  # runs every key and shape check, on meta
+    model = convert_mmpretrain_riformer(state, None)  # runs every key and shape check, on meta
     extra = 0 if deploy else 2 * sum(d * c for d, c in zip(preset["depths"], preset["hidden_sizes"]))
     assert sum(p.numel() for p in model.parameters()) == PAPER_RIFORMER_PARAMS[name] + extra
 
@@ -288,31 +286,31 @@ def test_gfnet_errors_name_the_keys_and_shapes():
         convert_gfnet({**state, "pos_embed": torch.ones(1, 60, 8)}, None)
 
 
-def test_command_line_scripts(tmp_path, tiny_state, monkeypatch, capsys):
+def test_convert_command(tmp_path, tiny_state, capsys):
+    """`riformer-convert mmpretrain|gfnet`: folders the Auto classes load; bad input is one `error:` line, exit 2."""
     write(tiny_state, tmp_path / "riformer.pth", "mmengine")
-    script = REPO / "scripts" / "convert_mmpretrain_riformer.py"
-    command = [sys.executable, script, "--checkpoint", tmp_path / "riformer.pth", "--output_dir", tmp_path / "riformer",
-               "--reparameterize", "--image_size", "384"]
-    done = subprocess.run(list(map(str, command)), capture_output=True, text=True)
-    assert done.returncode == 0 and "Saved to" in done.stdout, done.stderr[-3000:]
+    arguments = ["mmpretrain", "--checkpoint", tmp_path / "riformer.pth", "--output_dir", tmp_path / "riformer",
+                 "--reparameterize", "--image_size", "384"]
+    assert cli.convert(list(map(str, arguments))) == 0
     config = json.loads((tmp_path / "riformer" / "config.json").read_text())
-    assert config["reparameterized"] and config["image_size"] == 384 and config["depths"] == [1, 2, 1, 1]
+    processor = json.loads((tmp_path / "riformer" / "preprocessor_config.json").read_text())
+    assert config["reparameterized"] and config["depths"] == [1, 2, 1, 1]
+    assert processor["crop_size"] == {"height": 384, "width": 384}
     pixels = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         riformer = AutoModelForImageClassification.from_pretrained(tmp_path / "riformer")
         assert close(mmpretrain_forward(tiny_state, pixels), riformer(pixels).logits)
 
-    # the GFNet script runs in this process: a second interpreter start costs ~10 s on the shared CPUs
     gfnet = original_gfnet_state_dict((1, 1, 1, 1), (8, 8, 16, 16), 3, image_size=32)
     write(gfnet, tmp_path / "gfnet.pth", "deit")
-    script = str(REPO / "scripts" / "convert_gfnet.py")
-    arguments = ["--checkpoint", str(tmp_path / "gfnet.pth"), "--output_dir", str(tmp_path / "g")]
-    monkeypatch.setattr(sys, "argv", [script, *arguments])
-    runpy.run_path(script, run_name="__main__")
-    assert "made for 32 px" in capsys.readouterr().out
+    assert cli.convert(["gfnet", "--checkpoint", str(tmp_path / "gfnet.pth"), "--output_dir", str(tmp_path / "g")]) == 0
+    assert "GFNetForImageClassification: depths (1, 1, 1, 1)" in capsys.readouterr().out
     with torch.no_grad():
         gfnet_model = AutoModelForImageClassification.from_pretrained(tmp_path / "g")
         assert close(original_gfnet_forward(gfnet, pixels[..., :32, :32]), gfnet_model(pixels[..., :32, :32]).logits)
-    monkeypatch.setattr(sys, "argv", [script, "--checkpoint", str(tmp_path / "riformer.pth"), "--output_dir", "unused"])
-    with pytest.raises(SystemExit, match=r"error: This is not a GFNet-H \(GFNetPyramid\) checkpoint"):
-        runpy.run_path(script, run_name="__main__")
+    assert cli.convert(["gfnet", "--checkpoint", str(tmp_path / "riformer.pth"), "--output_dir", "unused"]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("error: This is not a GFNet-H (GFNetPyramid) checkpoint") and error.count("\n") == 1
+    (tmp_path / "a_file").write_text("x")
+    assert cli.convert(["gfnet", "--checkpoint", str(tmp_path / "gfnet.pth"), "--output_dir", str(tmp_path / "a_file")]) == 2
+    assert "is a file; give a folder" in capsys.readouterr().err

@@ -4,7 +4,7 @@ import pytest
 import torch
 from conftest import randomize_, small_preset
 
-import riformer_hf.modeling_riformer as modeling
+import riformer_hf.models.riformer.modeling_riformer as modeling
 from riformer_hf import RIFORMER_PRESETS, RIFormerForImageClassification, reparameterize_model
 
 

@@ -10,7 +10,7 @@ from conftest import run_without_package
 from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoModelForImageClassification
 
 from riformer_hf import GFNET_PRESETS, GFNetConfig, GFNetForImageClassification, GFNetModel
-from riformer_hf.converters import convert_gfnet
+from riformer_hf.convert import convert_gfnet
 
 PAPER_PARAMS_M = {"gfnet-h-ti": 15.09, "gfnet-h-s": 32.16, "gfnet-h-b": 53.74}
 TINY = {"depths": (1, 1, 2, 1), "hidden_sizes": (8, 16, 24, 32), "num_classes": 5}
@@ -118,7 +118,7 @@ def test_presets_and_config_errors():
     assert (b.layer_scale_init_value, b.drop_path_rate, b.mlp_ratio) == (1e-6, 0.4, 4)
     assert GFNetConfig.from_preset("h-s").layer_scale_init_value == 1e-5
     assert GFNetConfig().grid_sizes == [56, 28, 14, 7] and GFNetConfig(image_size=384).grid_sizes == [96, 48, 24, 12]
-    assert GFNetConfig().layer_norm_eps == 1e-6 and GFNetConfig().crop_pct == 0.875
+    assert GFNetConfig().layer_norm_eps == 1e-6
     with pytest.raises(ValueError, match="Unknown GFNet preset 'gfnet-h-xl'.*gfnet-h-ti, gfnet-h-s, gfnet-h-b"):
         GFNetConfig.from_preset("gfnet-h-xl")
     with pytest.raises(ValueError, match="hidden_sizes has 3 entries but depths has 4"):
@@ -236,18 +236,17 @@ def test_save_load_round_trip_and_auto_classes(tmp_path, tiny_gfnet):
         assert torch.equal(tiny_gfnet(pixels).logits, reloaded(pixels).logits)
     assert type(AutoModel.from_pretrained(tmp_path)) is GFNetModel
     assert type(AutoConfig.for_model("gfnet")) is GFNetConfig
-    processor = AutoImageProcessor.from_pretrained(tmp_path)
-    assert processor.crop_pct == 0.875 and processor.resample == 3  # bicubic
-    assert processor.crop_size == {"height": 32, "width": 32} and processor.size == {"shortest_edge": 32}
-    assert list(processor.image_mean) == [0.485, 0.456, 0.406] and list(processor.image_std) == [0.229, 0.224, 0.225]
 
 
-def test_preprocessing_is_deit_style_at_224(tmp_path):
-    """DeiT evaluates GFNet with Resize(int(256 / 224 * size)) then CenterCrop(size)."""
+def test_converted_folder_carries_deit_style_preprocessing(tmp_path):
+    """DeiT evaluates GFNet with Resize(int(256 / 224 * size)) then CenterCrop(size): the converter saves that."""
     from PIL import Image
 
-    model = GFNetForImageClassification(GFNetConfig(depths=(1, 1, 1, 1), hidden_sizes=(8, 8, 8, 8)))
-    processor = model.default_image_processor()
+    convert_gfnet(original_gfnet_state_dict((1, 1, 1, 1), (8, 8, 8, 8), 3, image_size=224), tmp_path)
+    processor = AutoImageProcessor.from_pretrained(tmp_path)
+    assert processor.crop_pct == 0.875 and processor.resample == 3  # bicubic
+    assert processor.crop_size == {"height": 224, "width": 224} and processor.size == {"shortest_edge": 224}
+    assert list(processor.image_mean) == [0.485, 0.456, 0.406] and list(processor.image_std) == [0.229, 0.224, 0.225]
     image = Image.fromarray((torch.rand(300, 400, 3) * 255).byte().numpy())
     pixels = processor(image, return_tensors="pt")["pixel_values"]
     assert pixels.shape == (1, 3, 224, 224)

@@ -1,7 +1,6 @@
 """The save hook and Hub publishing, against a local Hub-protocol server (tests/hub_server.py)."""
 
 import json
-import runpy
 import shlex
 import shutil
 import subprocess
@@ -21,8 +20,10 @@ from PIL import Image
 from safetensors.torch import load, load_file
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
+from riformer_hf import cli
+from riformer_hf.data import make_image_processor
 from riformer_hf import RIFormerConfig, RIFormerForImageClassification, push_reparameterized, reparameterize_model
-from riformer_hf.hub import HubPushError, ReparameterizedExportMixin, export_reparameterized
+from riformer_hf.export import HubPushError, ReparameterizedExportMixin, export_reparameterized
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEPLOY_FILES = {"README.md", "config.json", "configuration_riformer.py", "model.safetensors", "modeling_riformer.py",
@@ -35,7 +36,7 @@ class TinyTrainer(ReparameterizedExportMixin, Trainer):
 
 def tiny_model(seed: int = 0) -> RIFormerForImageClassification:
     config = RIFormerConfig(
-        depths=(1, 1, 2, 1), hidden_sizes=(8, 16, 24, 32), num_labels=3, image_size=32, crop_pct=0.875,
+        depths=(1, 1, 2, 1), hidden_sizes=(8, 16, 24, 32), num_labels=3,
         id2label={0: "cat", 1: "dog", 2: "fish"}, label2id={"cat": 0, "dog": 1, "fish": 2}, drop_path_rate=0.0,
     )
     torch.manual_seed(seed)
@@ -69,7 +70,7 @@ def make_trainer(output_dir, *, model=None, **overrides) -> TinyTrainer:
     model = model if model is not None else tiny_model()
     return TinyTrainer(
         model=model, args=args, train_dataset=RandomImages(32), eval_dataset=RandomImages(16, seed=1),
-        compute_metrics=accuracy, processing_class=getattr(model, "default_image_processor", lambda: None)(),
+        compute_metrics=accuracy, processing_class=make_image_processor(32, 0.875),
         **hub_kwargs,
     )
 
@@ -255,7 +256,7 @@ def test_hub_strategy_end_and_a_hub_answering_500_then_retry_with_the_script(hub
     assert_deploy_export(output_dir)
     assert hub.commit_messages("test-user/riformer-end") == ["initial commit"]
     command = failure.value.retry_command
-    assert command in message and " -m riformer_hf.push " in command and f"HF_ENDPOINT={hub.url}" in command
+    assert command in message and " -m riformer_hf.cli push " in command and f"HF_ENDPOINT={hub.url}" in command
     done = subprocess.run(command, shell=True, capture_output=True, text=True, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     assert hub.commit_messages("test-user/riformer-end") == ["initial commit", "Final model"]
@@ -282,13 +283,10 @@ def test_unreachable_hub_training_completes_then_retry_with_the_script(hub_sessi
     assert "Could not create the Hub repo 'test-user/riformer-offline'" in logged
     assert f"--model_dir {output_dir / 'checkpoint-2'}" in logged and "Connection refused" in logged
     assert_deploy_export(output_dir)
-    # The command's arguments, given to scripts/push_to_hub.py (the same command line) in this process.
+    # The command's arguments, given to riformer-push (the same command line) in this process.
     words = shlex.split(failure.value.retry_command)
-    assert words[0] == f"HF_ENDPOINT={hub.url}" and words[2:4] == ["-m", "riformer_hf.push"]
-    script = str(REPO_ROOT / "scripts" / "push_to_hub.py")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(sys, "argv", [script, *words[4:]])
-        runpy.run_path(script, run_name="__main__")
+    assert words[0] == f"HF_ENDPOINT={hub.url}" and words[2:5] == ["-m", "riformer_hf.cli", "push"]
+    assert cli.push(words[5:]) == 0
     assert hub.commit_messages("test-user/riformer-offline") == ["initial commit", "End of training"]
     pushed = hub.files("test-user/riformer-offline")["model.safetensors"]
     assert pushed == (output_dir / "model.safetensors").read_bytes()
@@ -347,7 +345,7 @@ def test_export_failure_leaves_the_previous_export_intact(tmp_path, monkeypatch)
     def broken_card(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr("riformer_hf.hub.build_model_card", broken_card)
+    monkeypatch.setattr("riformer_hf.export.deploy.build_model_card", broken_card)
     with pytest.raises(OSError, match="disk full"):
         export_reparameterized(tiny_model(seed=2), target, repo_id="me/two")
     assert {p.name: p.read_bytes() for p in target.iterdir()} == before
@@ -375,7 +373,7 @@ def test_models_that_are_not_riformers_save_as_with_trainer(tmp_path):
 
 
 def test_distillation_trainer_pushes_the_export_with_its_recipe(hub_session, tmp_path):
-    from riformer_hf.trainer import RIFormerDistillationTrainer, RIFormerTrainingArguments
+    from riformer_hf.distillation.trainer import RIFormerDistillationTrainer, RIFormerTrainingArguments
 
     trainer_class = RIFormerDistillationTrainer
     if not issubclass(trainer_class, ReparameterizedExportMixin):

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from riformer_hf.losses import (
+from riformer_hf.distillation.losses import (
     feature_imitation_loss,
     hard_distillation_loss,
     relation_imitation_loss,

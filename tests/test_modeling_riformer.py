@@ -8,6 +8,7 @@ from safetensors.torch import load_file
 from transformers import AutoBackbone, AutoConfig, AutoImageProcessor, AutoModel, AutoModelForImageClassification
 
 import riformer_hf
+from riformer_hf.data import PRESET_CROP_PCT, make_image_processor
 from riformer_hf import (
     RIFormerBackbone,
     RIFormerConfig,
@@ -63,7 +64,7 @@ def test_reparameterize_in_place_is_idempotent_and_copy_leaves_original(tiny_con
 def test_fusion_formula_by_hand():
     gamma, beta = torch.tensor([2.0, -1.0]), torch.tensor([0.5, 3.0])
     scale, shift = torch.tensor([3.0, 0.5]), torch.tensor([1.0, -2.0])
-    weight, bias = riformer_hf.modeling_riformer.fuse_mixer_into_norm(gamma, beta, scale, shift)
+    weight, bias = riformer_hf.models.riformer.fuse_mixer_into_norm(gamma, beta, scale, shift)
     assert weight.tolist() == [4.0, 0.5]  # γ (s - 1)
     assert bias.tolist() == [2.0, -3.5]  # β (s - 1) + t
 
@@ -132,9 +133,8 @@ def test_auto_classes_are_registered(tiny_config):
     assert type(AutoBackbone.from_config(tiny_config)) is RIFormerBackbone
 
 
-def test_preprocessor_config_is_poolformer_style(tmp_path):
-    model = RIFormerForImageClassification(RIFormerConfig.from_preset("m36", depths=(1, 1, 1, 1), hidden_sizes=(8,) * 4))
-    model.save_pretrained(tmp_path)
+def test_preset_image_processor_is_poolformer_style(tmp_path):
+    make_image_processor(224, PRESET_CROP_PCT["m36"]).save_pretrained(tmp_path)
     processor = AutoImageProcessor.from_pretrained(tmp_path)
     assert processor.crop_pct == 0.95 and processor.resample == 3  # bicubic
     assert processor.crop_size == {"height": 224, "width": 224}
@@ -148,6 +148,7 @@ def test_preprocessor_config_is_poolformer_style(tmp_path):
 def test_trust_remote_code_and_pipeline_in_clean_process(tmp_path, tiny_config):
     model = reparameterize_model(randomize_(RIFormerForImageClassification(tiny_config).eval()))
     model.save_pretrained(tmp_path / "model")
+    make_image_processor(32, 0.875).save_pretrained(tmp_path / "model")
     from PIL import Image
 
     image = Image.new("RGB", (50, 40), (200, 30, 90))

@@ -4,8 +4,8 @@ from conftest import randomize_
 from transformers import PoolFormerConfig, PoolFormerForImageClassification
 
 from riformer_hf import RIFormerConfig, RIFormerForImageClassification
-from riformer_hf.modeling_riformer import poolformer_key_to_riformer
-from riformer_hf.teachers import (
+from riformer_hf.distillation.teachers import from_poolformer, poolformer_key_to_riformer
+from riformer_hf.distillation.teachers import (
     PoolFormerImitationAdapter,
     check_isomorphic,
     default_imitation_blocks,
@@ -132,7 +132,7 @@ def test_adapter_rejects_bad_inputs():
 
 def test_from_poolformer_copies_every_tensor_and_sets_identity_mixers():
     poolformer = tiny_poolformer(seed=3)
-    student = RIFormerForImageClassification.from_poolformer(poolformer, drop_path_rate=0.05)
+    student = from_poolformer(poolformer, drop_path_rate=0.05)
     pool_state = poolformer.state_dict()
     student_state = student.state_dict()
     copied = {poolformer_key_to_riformer(k): k for k in pool_state}
@@ -153,7 +153,7 @@ def test_from_poolformer_copies_every_tensor_and_sets_identity_mixers():
 def test_from_poolformer_equals_poolformer_with_a_zero_token_mixer():
     """Identity affine ⇒ mixer output 0: the student computes PoolFormer with its pooling mixer switched off."""
     poolformer = tiny_poolformer(seed=4, dtype=torch.float64)
-    student = RIFormerForImageClassification.from_poolformer(poolformer).eval()
+    student = from_poolformer(poolformer).eval()
     assert student.dtype == torch.float64
     handles = [
         layer.pooling.register_forward_hook(lambda module, args, output: torch.zeros_like(output))
@@ -175,10 +175,10 @@ def test_from_poolformer_equals_poolformer_with_a_zero_token_mixer():
 def test_from_poolformer_loads_from_a_path(tmp_path):
     poolformer = tiny_poolformer(seed=5)
     poolformer.save_pretrained(tmp_path / "pool")
-    student = RIFormerForImageClassification.from_poolformer(str(tmp_path / "pool"))
+    student = from_poolformer(str(tmp_path / "pool"))
     assert torch.equal(student.classifier.weight, poolformer.classifier.weight)
 
 
 def test_from_poolformer_refuses_architecture_overrides():
     with pytest.raises(ValueError, match="depths"):
-        RIFormerForImageClassification.from_poolformer(tiny_poolformer(), depths=(1, 1, 1, 1))
+        from_poolformer(tiny_poolformer(), depths=(1, 1, 1, 1))

@@ -13,7 +13,8 @@ from PIL import Image
 from safetensors.torch import load_file
 from transformers import PoolFormerConfig, PoolFormerForImageClassification
 
-from riformer_hf.training import ModelArguments, build_student, main
+from riformer_hf.distillation.pipeline import ModelArguments, build_student
+from riformer_hf.distillation.pipeline import run_training as main
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--depths", "1", "1", "1", "1", "--hidden_sizes", "8", "8", "8", "8", "--image_size", "32"]
@@ -100,9 +101,9 @@ def test_local_image_folder(tmp_path):
     assert len(trainer.eval_dataset) == 6
 
 
-def test_script_runs_as_a_plain_command(tmp_path):
+def test_console_script_runs(tmp_path):
     done = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "train.py"), "--output_dir", str(tmp_path / "run"), *TINY, *QUICK,
+        [str(Path(sys.executable).with_name("riformer-train")), "--output_dir", str(tmp_path / "run"), *TINY, *QUICK,
          "--max_steps", "1", "--save_strategy", "no"],
         capture_output=True, text=True, cwd=tmp_path, env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
@@ -122,7 +123,7 @@ def test_two_process_accelerate_launch_on_cpu(tmp_path):
     runner = tmp_path / "train_and_dump.py"
     runner.write_text(textwrap.dedent(f"""
         import sys, torch
-        from riformer_hf.training import main
+        from riformer_hf.distillation.pipeline import run_training as main
         trainer = main(sys.argv[1:])
         state = {{k: v.detach().clone() for k, v in trainer.model.state_dict().items()}}
         torch.save({{"world_size": trainer.args.world_size, "backend": trainer.accelerator.state.backend,
@@ -156,20 +157,17 @@ def test_two_process_accelerate_launch_on_cpu(tmp_path):
 # ---- transforms without torchvision ----
 
 
-@pytest.mark.parametrize("size,crop_pct", [(32, 0.9), (32, 1.0), (224, 0.95)])
-def test_eval_transform_matches_the_saved_image_processor(size, crop_pct):
-    from transformers.models.poolformer.image_processing_pil_poolformer import PoolFormerImageProcessorPil
+def test_train_transform_takes_size_and_normalisation_from_the_image_processor():
+    from riformer_hf.data import TrainTransform, make_image_processor, processor_spec
 
-    from riformer_hf.data import EvalTransform
-
-    rng = np.random.default_rng(0)
-    processor = PoolFormerImageProcessorPil(
-        size={"shortest_edge": size}, crop_size={"height": size, "width": size}, crop_pct=crop_pct
-    )
-    for width, height in ((300, 200), (97, 131), (40, 36)):
-        image = Image.fromarray(rng.integers(0, 255, (height, width, 3), dtype=np.uint8))
-        expected = torch.from_numpy(np.asarray(processor(image, return_tensors="np")["pixel_values"][0]))
-        torch.testing.assert_close(EvalTransform(size, crop_pct)(image), expected, rtol=0, atol=1e-6)
+    processor = make_image_processor(48, 0.875, mean=(0.5, 0.25, 0.0), std=(0.5, 0.25, 1.0))
+    spec = processor_spec(processor)
+    assert (spec.height, spec.width, spec.resize_shortest_edge) == (48, 48, 54)
+    transform = TrainTransform.from_image_processor(processor, scale=(1.0, 1.0), hflip=0.0)
+    pixels = transform(Image.new("RGB", (70, 50), (255, 51, 102)))
+    assert pixels.shape == (3, 48, 48)
+    expected = torch.tensor([(1.0 - 0.5) / 0.5, (0.2 - 0.25) / 0.25, 0.4])
+    torch.testing.assert_close(pixels.mean(dim=(1, 2)), expected, rtol=0, atol=1e-6)
 
 
 def test_train_transform_crops_within_its_ranges_and_is_seeded():

@@ -7,13 +7,13 @@ from safetensors.torch import load_file
 from transformers import PoolFormerConfig, PoolFormerForImageClassification, TrainerCallback, TrainingArguments
 
 from riformer_hf import RIFormerConfig, RIFormerForImageClassification
-from riformer_hf.losses import (
+from riformer_hf.distillation.losses import (
     feature_imitation_loss,
     hard_distillation_loss,
     relation_imitation_loss,
     soft_distillation_loss,
 )
-from riformer_hf.trainer import RIFormerDistillationTrainer, RIFormerTrainingArguments
+from riformer_hf.distillation.trainer import RIFormerDistillationTrainer, RIFormerTrainingArguments
 
 LABELS = {"id2label": {0: "a", 1: "b", 2: "c"}, "label2id": {"a": 0, "b": 1, "c": 2}}
 ARCH = {"depths": (1, 1, 2, 1), "hidden_sizes": (8, 8, 16, 16)}

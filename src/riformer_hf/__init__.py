@@ -1,19 +1,23 @@
-"""riformer_hf: RIFormer (CVPR 2023) for the Hugging Face stack. Importing it registers the Auto classes."""
+"""riformer_hf: RIFormer (CVPR 2023) for the Hugging Face stack. Importing it registers the Auto classes.
+
+Rooms: `models` (RIFormer, GFNet-H), `data` (digits, image processor, transforms), `distillation` (losses, teachers,
+arguments, trainer), `export` (deploy export, card, Hub, save hook), `convert` (published checkpoints), `cli`.
+"""
 
 from transformers import AutoBackbone, AutoConfig, AutoModel, AutoModelForImageClassification
 
-from .configuration_gfnet import GFNET_PRESETS, GFNetConfig
-from .configuration_riformer import RIFORMER_PRESETS, RIFormerConfig
-from .modeling_gfnet import GFNetForImageClassification, GFNetModel, GFNetPreTrainedModel
-from .modeling_riformer import (
+from .distillation import RIFormerDistillationTrainer, RIFormerTrainingArguments, from_poolformer
+from .export import ReparameterizedExportMixin, export_reparameterized, push_reparameterized
+from .models.gfnet import GFNET_PRESETS, GFNetConfig, GFNetForImageClassification, GFNetModel, GFNetPreTrainedModel
+from .models.riformer import (
+    RIFORMER_PRESETS,
     RIFormerBackbone,
+    RIFormerConfig,
     RIFormerForImageClassification,
     RIFormerModel,
     RIFormerPreTrainedModel,
     reparameterize_model,
 )
-from .hub import ReparameterizedExportMixin, push_reparameterized
-from .trainer import RIFormerDistillationTrainer, RIFormerTrainingArguments
 
 AutoConfig.register("riformer", RIFormerConfig, exist_ok=True)
 AutoModel.register(RIFormerConfig, RIFormerModel, exist_ok=True)
@@ -33,7 +37,7 @@ GFNetConfig.register_for_auto_class()
 GFNetModel.register_for_auto_class("AutoModel")
 GFNetForImageClassification.register_for_auto_class("AutoModelForImageClassification")
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "GFNET_PRESETS",
@@ -50,6 +54,8 @@ __all__ = [
     "RIFormerPreTrainedModel",
     "RIFormerTrainingArguments",
     "ReparameterizedExportMixin",
+    "export_reparameterized",
+    "from_poolformer",
     "push_reparameterized",
     "reparameterize_model",
 ]

@@ -10,11 +10,18 @@
 - Distillation cost: time of one training step (forward, backward, optimizer) with labels only, with soft logit
   distillation, and with soft distillation plus module imitation, against a student step plus a teacher forward.
 
-`scripts/benchmark.py` is the command line; `run_inference_benchmark`, `run_distillation_benchmark`, `format_*`,
+`riformer-bench` is the command line (`main`); `run_inference_benchmark`, `run_distillation_benchmark`, `format_*`,
 `plot_throughput_vs_accuracy` and `environment` are the pieces it calls.
+
+    riformer-bench                                   # S12, batch 16, 224², fp32, CPU
+    riformer-bench --presets all --repeats 5 --plot benchmark.png
+    riformer-bench --device cuda --dtype bf16 --batch_size 256 --channels_last --compile
+    riformer-bench --distillation                    # adds the training-step table
 """
 
+import argparse
 import contextlib
+import json
 import os
 import platform
 import statistics
@@ -28,8 +35,8 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 from transformers import PoolFormerConfig, PoolFormerForImageClassification
 
-from .configuration_riformer import RIFORMER_PRESETS, RIFormerConfig
-from .modeling_riformer import RIFormerForImageClassification, reparameterize_model
+from .distillation.teachers import poolformer_config
+from .models.riformer import RIFORMER_PRESETS, RIFormerConfig, RIFormerForImageClassification, reparameterize_model
 
 # Published ImageNet-1k top-1 at 224² (RIFormer: CVPR 2023 Table 1; PoolFormer: MetaFormer, CVPR 2022 Table 2).
 PUBLISHED_TOP1 = {
@@ -99,25 +106,7 @@ class BenchmarkSettings:
 def riformer_config(preset: str, settings: BenchmarkSettings) -> RIFormerConfig:
     """The training-form config of a preset, with the settings' label count, image size and layout overrides."""
     overrides = {k: v for k, v in (("depths", settings.depths), ("hidden_sizes", settings.hidden_sizes)) if v}
-    return RIFormerConfig.from_preset(
-        preset, num_labels=settings.num_labels, image_size=settings.image_size, **overrides
-    )
-
-
-def poolformer_config(config: RIFormerConfig) -> PoolFormerConfig:
-    """The transformers PoolFormer with a RIFormer's layout (same stem, stages, MLPs, layer-scale init)."""
-    return PoolFormerConfig(
-        num_channels=config.num_channels,
-        depths=list(config.depths),
-        hidden_sizes=list(config.hidden_sizes),
-        mlp_ratio=config.mlp_ratio,
-        patch_sizes=list(config.patch_sizes),
-        strides=list(config.strides),
-        padding=list(config.padding),
-        hidden_act=config.hidden_act,
-        layer_scale_init_value=config.layer_scale_init_value,
-        num_labels=config.num_labels,
-    )
+    return RIFormerConfig.from_preset(preset, num_labels=settings.num_labels, **overrides)
 
 
 def build_models(preset: str, settings: BenchmarkSettings) -> dict[str, nn.Module]:
@@ -301,7 +290,7 @@ def run_distillation_benchmark(
     default imitated blocks; the PoolFormer serves as logit and imitation teacher with one forward). The overhead is
     the imitation step over (labels-only step + teacher forward).
     """
-    from .trainer import RIFormerDistillationTrainer, RIFormerTrainingArguments
+    from .distillation import RIFormerDistillationTrainer, RIFormerTrainingArguments
 
     torch.manual_seed(settings.seed)
     config = riformer_config(preset, settings)
@@ -487,6 +476,62 @@ def plot_throughput_vs_accuracy(record: dict, path: str) -> None:
     plt.close(figure)
 
 
+# ---- command line (riformer-bench) ----
+
+
+def int_tuple(text: str) -> tuple[int, ...]:
+    return tuple(int(v) for v in text.split(","))
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="riformer-bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--presets", nargs="+", default=["s12"], help=f"{', '.join(RIFORMER_PRESETS)} or all")
+    parser.add_argument("--batch_size", type=int, default=16)
+    parser.add_argument("--image_size", type=int, default=224)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, …")
+    parser.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32")
+    parser.add_argument("--channels_last", action="store_true", help="models and inputs in channels_last")
+    parser.add_argument("--compile", action="store_true", help="torch.compile every model (compiled in warm-up)")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed rounds")
+    parser.add_argument("--repeats", type=int, default=10, help="timed rounds")
+    parser.add_argument("--matmul_size", type=int, default=None, help="n of the n×n bound (2048 CPU, 8192 GPU)")
+    parser.add_argument("--depths", type=int_tuple, default=None, help="override, e.g. 1,1,2,1 (quick runs)")
+    parser.add_argument("--hidden_sizes", type=int_tuple, default=None, help="override, e.g. 8,16,24,32")
+    parser.add_argument("--output_json", default="benchmark.json")
+    parser.add_argument("--plot", default=None, help="PNG of throughput vs published top-1")
+    parser.add_argument("--distillation", action="store_true", help="also time distillation training steps")
+    parser.add_argument("--distillation_only", action="store_true", help="only time distillation training steps")
+    parser.add_argument("--distillation_batch_size", type=int, default=None, help="default: --batch_size")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    presets = tuple(RIFORMER_PRESETS) if args.presets == ["all"] else tuple(p.lower() for p in args.presets)
+    fields = {k: v for k, v in vars(args).items() if k in BenchmarkSettings.__dataclass_fields__ and k != "presets"}
+    settings = BenchmarkSettings(presets=presets, **fields)
+    record = {}
+    if not args.distillation_only:
+        record = run_inference_benchmark(settings)
+        print(format_inference_table(record))
+        if args.plot:
+            plot_throughput_vs_accuracy(record, args.plot)
+            print(f"plot: {args.plot}")
+    if args.distillation or args.distillation_only:
+        batch_size = args.distillation_batch_size or args.batch_size
+        distill_settings = BenchmarkSettings(**{**fields, "batch_size": batch_size})
+        record["distillation"] = run_distillation_benchmark(distill_settings, preset=presets[0])
+        print()
+        print(format_distillation_table(record["distillation"]))
+    with open(args.output_json, "w") as handle:
+        json.dump(record, handle, indent=2)
+    print(f"json: {args.output_json}")
+    return record
+
+
 __all__ = [
     "BenchmarkSettings",
     "PUBLISHED_TOP1",
@@ -495,6 +540,7 @@ __all__ = [
     "environment",
     "format_distillation_table",
     "format_inference_table",
+    "main",
     "plot_throughput_vs_accuracy",
     "run_distillation_benchmark",
     "run_inference_benchmark",

@@ -12,12 +12,17 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from transformers import PoolFormerConfig, PoolFormerForImageClassification, PrinterCallback, Trainer
+from transformers import (
+    PoolFormerConfig,
+    PoolFormerForImageClassification,
+    PrinterCallback,
+    Trainer,
+    default_data_collator,
+)
 
-from .configuration_riformer import RIFormerConfig
-from .data import EvalTransform, TrainTransform, collate_images, digits_dataset, with_image_transform
-from .modeling_riformer import RIFormerForImageClassification, reparameterize_model
-from .trainer import RIFormerDistillationTrainer, RIFormerTrainingArguments
+from .data import ProcessorTransform, TrainTransform, digits_dataset, make_image_processor, with_image_transform
+from .distillation import RIFormerDistillationTrainer, RIFormerTrainingArguments, from_poolformer
+from .models.riformer import RIFormerConfig, RIFormerForImageClassification, reparameterize_model
 
 IMAGE_SIZE = 32
 ARCHITECTURE = {"depths": (1, 1, 2, 1), "hidden_sizes": (16, 32, 64, 96), "layer_scale_init_value": 0.1}
@@ -46,7 +51,7 @@ def _arguments(output_dir, epochs, seed, **recipe) -> RIFormerTrainingArguments:
 
 
 def _predict(model, dataset, args) -> np.ndarray:
-    return Trainer(model=model, args=args, data_collator=collate_images).predict(dataset).predictions
+    return Trainer(model=model, args=args, data_collator=default_data_collator).predict(dataset).predictions
 
 
 def run_demo(seed: int = 0, teacher_epochs: int = 30, student_epochs: int = 16, output_dir: str = "riformer-demo",
@@ -56,7 +61,7 @@ def run_demo(seed: int = 0, teacher_epochs: int = 30, student_epochs: int = 16, 
     names = data["train"].features["label"].names
     labels = {"id2label": dict(enumerate(names)), "label2id": {n: i for i, n in enumerate(names)}}
     train = with_image_transform(data["train"], TrainTransform(IMAGE_SIZE, scale=(0.6, 1.0), hflip=0.0))
-    test = with_image_transform(data["test"], EvalTransform(IMAGE_SIZE, crop_pct=1.0))
+    test = with_image_transform(data["test"], ProcessorTransform(make_image_processor(IMAGE_SIZE, crop_pct=1.0)))
     truth = np.asarray(data["test"]["label"])
     log(f"digits: {len(data['train'])} train / {len(data['test'])} held-out images, {IMAGE_SIZE}×{IMAGE_SIZE} RGB; "
         f"{torch.get_num_threads()} CPU thread(s)")
@@ -66,7 +71,7 @@ def run_demo(seed: int = 0, teacher_epochs: int = 30, student_epochs: int = 16, 
         if isinstance(model, RIFormerForImageClassification):
             trainer = RIFormerDistillationTrainer(model, args, teacher_model=teacher, train_dataset=train)
         else:  # the PoolFormer teacher: plain supervised training
-            trainer = Trainer(model, args, train_dataset=train, data_collator=collate_images)
+            trainer = Trainer(model, args, train_dataset=train, data_collator=default_data_collator)
         trainer.remove_callback(PrinterCallback)
         start = time.perf_counter()
         trainer.train()
@@ -84,7 +89,7 @@ def run_demo(seed: int = 0, teacher_epochs: int = 30, student_epochs: int = 16, 
 
     def new_student():
         torch.manual_seed(seed + 1)
-        config = RIFormerConfig(**ARCHITECTURE, image_size=IMAGE_SIZE, crop_pct=1.0, drop_path_rate=0.1, **labels)
+        config = RIFormerConfig(**ARCHITECTURE, drop_path_rate=0.1, **labels)
         return RIFormerForImageClassification(config)
 
     soft = {"distillation_type": "soft", "distillation_alpha": 1.0}
@@ -93,8 +98,7 @@ def run_demo(seed: int = 0, teacher_epochs: int = 30, student_epochs: int = 16, 
         ("labels only", new_student, {}),
         ("soft KD", new_student, soft),
         ("+ module imitation", new_student, {**soft, **IMITATION, **windows}),
-        ("+ teacher init", lambda: RIFormerForImageClassification.from_poolformer(
-            teacher, image_size=IMAGE_SIZE, crop_pct=1.0, drop_path_rate=0.1), {**soft, **IMITATION, **windows}),
+        ("+ teacher init", lambda: from_poolformer(teacher, drop_path_rate=0.1), {**soft, **IMITATION, **windows}),
     ]
     for name, build, recipe in variants:
         student = build()

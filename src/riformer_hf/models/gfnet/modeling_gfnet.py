@@ -8,7 +8,6 @@ transformers and its config, so it travels to the Hub for `trust_remote_code`.
 """
 
 import math
-import os
 
 import torch
 from torch import nn
@@ -212,24 +211,6 @@ class GFNetPreTrainedModel(PreTrainedModel):
                 f"GFNet needs images of at least {smallest}×{smallest} pixels (patch_size × 2**(stages - 1)); got "
                 f"{tuple(pixel_values.shape[-2:])}."
             )
-
-    def default_image_processor(self):
-        """DeiT evaluation preprocessing: bicubic resize to `image_size / crop_pct`, centre crop, ImageNet mean/std."""
-        from transformers.models.poolformer.image_processing_pil_poolformer import PoolFormerImageProcessorPil
-
-        size = self.config.image_size
-        return PoolFormerImageProcessorPil(
-            size={"shortest_edge": size}, crop_size={"height": size, "width": size}, crop_pct=self.config.crop_pct
-        )
-
-    def save_pretrained(self, save_directory, *args, **kwargs):
-        """`PreTrainedModel.save_pretrained`, plus `preprocessor_config.json` when the folder has none."""
-        result = super().save_pretrained(save_directory, *args, **kwargs)
-        if kwargs.get("is_main_process", True) and not os.path.isfile(
-            os.path.join(save_directory, "preprocessor_config.json")
-        ):
-            self.default_image_processor().save_pretrained(save_directory)
-        return result
 
 
 class GFNetModel(GFNetPreTrainedModel):

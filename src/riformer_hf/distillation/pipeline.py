@@ -1,18 +1,36 @@
-"""Everything behind `scripts/train.py`: datasets (Hub, local image folder, the embedded digits), the student and its
-teachers, offline metrics, and `main()` (train, resume, save, evaluate)."""
+"""The `riformer-train` run: datasets (Hub, local image folder, the embedded digits), the student and its teachers,
+the image processor, offline metrics, and `run_training()` (train, resume, save, evaluate)."""
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 from datasets import ClassLabel, DatasetDict, load_dataset
-from transformers import AutoConfig, AutoModelForImageClassification, HfArgumentParser, PoolFormerForImageClassification
+from transformers import (
+    AutoConfig,
+    AutoModelForImageClassification,
+    HfArgumentParser,
+    PoolFormerForImageClassification,
+    default_data_collator,
+    set_seed,
+)
 from transformers.trainer_utils import get_last_checkpoint
 from transformers.utils import logging
 
-from .configuration_riformer import RIFormerConfig
-from .data import EvalTransform, TrainTransform, collate_images, digits_dataset, with_image_transform
-from .modeling_riformer import RIFormerForImageClassification
-from .trainer import RIFormerDistillationTrainer, RIFormerTrainingArguments
+from ..data import (
+    PRESET_CROP_PCT,
+    ProcessorTransform,
+    TrainTransform,
+    digits_dataset,
+    load_image_processor,
+    make_image_processor,
+    processor_spec,
+    with_image_transform,
+)
+from ..data.preprocessing import DEFAULT_CROP_PCT
+from ..models.riformer import RIFormerConfig, RIFormerForImageClassification
+from .arguments import RIFormerTrainingArguments
+from .teachers import from_poolformer
+from .trainer import RIFormerDistillationTrainer
 
 logger = logging.get_logger(__name__)
 
@@ -65,7 +83,14 @@ class ModelArguments:
     )
     depths: list[int] | None = field(default=None, metadata={"help": "Override the blocks per stage."})
     hidden_sizes: list[int] | None = field(default=None, metadata={"help": "Override the channels per stage."})
-    image_size: int | None = field(default=None, metadata={"help": "Training and evaluation resolution."})
+    image_size: int | None = field(
+        default=None,
+        metadata={"help": "Training and evaluation resolution (default: the image processor's, else 224; 32 for the "
+                  "digits)."},
+    )
+    crop_pct: float | None = field(
+        default=None, metadata={"help": "Evaluation centre-crop fraction (default: the preset's, 0.9 S / 0.95 M)."}
+    )
     drop_path_rate: float | None = field(default=None, metadata={"help": "Stochastic depth of the student."})
     teacher_model: str | None = field(
         default=None, metadata={"help": "Logit teacher (folder or Hub id): any image classifier on the same labels."}
@@ -142,7 +167,6 @@ def build_student(model_args: ModelArguments, id2label, label2id, poolformer=Non
         for k, v in (
             ("depths", model_args.depths),
             ("hidden_sizes", model_args.hidden_sizes),
-            ("image_size", model_args.image_size),
             ("drop_path_rate", model_args.drop_path_rate),
         )
         if v is not None
@@ -163,7 +187,7 @@ def build_student(model_args: ModelArguments, id2label, label2id, poolformer=Non
             raise ValueError(
                 f"The PoolFormer predicts {poolformer.config.num_labels} classes, the dataset has {len(id2label)}."
             )
-        return RIFormerForImageClassification.from_poolformer(poolformer, **overrides)
+        return from_poolformer(poolformer, **overrides)
     if model_args.model_name_or_path is not None:
         model = AutoModelForImageClassification.from_pretrained(
             model_args.model_name_or_path, ignore_mismatched_sizes=True, **labels, **overrides
@@ -181,24 +205,44 @@ def build_student(model_args: ModelArguments, id2label, label2id, poolformer=Non
     return RIFormerForImageClassification(config)
 
 
+def build_image_processor(model_args: ModelArguments, sources=(), default_size: int = 224):
+    """The student's image processor, the one owner of its preprocessing: the first of `sources` (the starting
+    weights, the PoolFormer it is initialised from) that has one, else a PoolFormer-style processor at the preset's
+    crop. `--image_size` / `--crop_pct` override its size and crop."""
+    processor = next((p for p in map(load_image_processor, sources) if p is not None), None)
+    if processor is None:
+        crop_pct = PRESET_CROP_PCT.get(model_args.model_preset.lower(), DEFAULT_CROP_PCT)
+        return make_image_processor(model_args.image_size or default_size, model_args.crop_pct or crop_pct)
+    if model_args.image_size or model_args.crop_pct:
+        size = model_args.image_size or processor.crop_size["height"]
+        return make_image_processor(size, model_args.crop_pct or processor.crop_pct, processor.image_mean,
+                                    processor.image_std)
+    return processor
+
+
 def build_trainer(
     script_args: ScriptArguments, model_args: ModelArguments, training_args: RIFormerTrainingArguments
 ) -> RIFormerDistillationTrainer:
-    """Dataset, student, teachers, transforms and metrics, wired into a `RIFormerDistillationTrainer`."""
+    """Dataset, student, teachers, image processor, transforms and metrics, wired into a
+    `RIFormerDistillationTrainer`. The student is built after the seed is set, so a seed fixes its initial weights."""
     embedded = script_args.dataset_name is None and script_args.data_dir is None
-    if embedded and model_args.image_size is None:  # the digits are small: train them at 32 px
-        model_args = replace(model_args, image_size=DIGITS_IMAGE_SIZE)
+    default_size = DIGITS_IMAGE_SIZE if embedded else 224  # the digits are small: train them at 32 px
     with training_args.main_process_first(desc="loading data and models"):  # one process downloads, the others reuse
         teacher = load_teacher(model_args.teacher_model) if model_args.teacher_model else None
         imitation_teacher = load_teacher(model_args.imitation_teacher) if model_args.imitation_teacher else None
         poolformer = imitation_teacher or (teacher if isinstance(teacher, PoolFormerForImageClassification) else None)
-        data = load_image_dataset(script_args, image_size=model_args.image_size or DIGITS_IMAGE_SIZE)
+        sources = [model_args.model_name_or_path] if model_args.model_name_or_path else []
+        if model_args.init_from_teacher and poolformer is not None:
+            sources.append(poolformer.name_or_path)
+        processor = build_image_processor(model_args, [s for s in sources if s], default_size)
+        data = load_image_dataset(script_args, image_size=processor_spec(processor).image_size)
         id2label, label2id = label_maps(data["train"], script_args.label_column)
+        set_seed(training_args.seed)
         student = build_student(model_args, id2label, label2id, poolformer)
-    config = student.config
     hflip = script_args.hflip if script_args.hflip is not None else (0.0 if embedded else 0.5)
-    train_transform = TrainTransform(config.image_size, scale=(script_args.min_crop_area, 1.0), hflip=hflip)
-    eval_transform = EvalTransform(config.image_size, crop_pct=config.crop_pct)
+    train_transform = TrainTransform.from_image_processor(
+        processor, scale=(script_args.min_crop_area, 1.0), hflip=hflip
+    )
     columns = {"image_column": script_args.image_column, "label_column": script_args.label_column}
     return RIFormerDistillationTrainer(
         model=student,
@@ -206,9 +250,9 @@ def build_trainer(
         teacher_model=teacher,
         imitation_teacher=imitation_teacher,
         train_dataset=with_image_transform(data["train"], train_transform, **columns),
-        eval_dataset=with_image_transform(data["eval"], eval_transform, **columns),
-        data_collator=collate_images,
-        processing_class=student.default_image_processor(),
+        eval_dataset=with_image_transform(data["eval"], ProcessorTransform(processor), **columns),
+        data_collator=default_data_collator,
+        processing_class=processor,
         compute_metrics=accuracy_metrics,
     )
 
@@ -220,7 +264,7 @@ def parse_args(argv=None):
     return parser.parse_args_into_dataclasses(args=argv)
 
 
-def main(argv=None):
+def run_training(argv=None):
     """Train (or resume), save the final model, evaluate; returns the trainer."""
     script_args, model_args, training_args = parse_args(argv)
     trainer = build_trainer(script_args, model_args, training_args)
@@ -249,5 +293,5 @@ __all__ = [
     "label_maps",
     "load_image_dataset",
     "load_teacher",
-    "main",
+    "run_training",
 ]

@@ -31,7 +31,7 @@ class GFNetConfig(PreTrainedConfig):
         num_channels (`int`): channels of the input image.
         image_size (`int`): side of the square image the position embedding and the global filters are made for
             (token grid `image_size // (patch_size * 2**stage)` per stage). Other resolutions still work: the model
-            then interpolates both (see [`GFNetModel`]). Also the evaluation resolution of the image processor.
+            then interpolates both (see [`GFNetModel`]).
         patch_size (`int`): kernel and stride of the stem convolution.
         depths (`tuple[int]`): blocks per stage.
         hidden_sizes (`tuple[int]`): channels per stage.
@@ -41,8 +41,6 @@ class GFNetConfig(PreTrainedConfig):
         layer_scale_init_value (`float`): initial value of the per-channel layer scale of each block.
         drop_path_rate (`float`): stochastic depth of the last block; it rises linearly from 0 over the blocks.
         initializer_range (`float`): std of the position embedding, the linear weights and the filter weights.
-        crop_pct (`float`): centre-crop fraction of the evaluation preprocessing (DeiT-style: resize the short side to
-            `image_size / crop_pct`, bicubic, then centre crop).
     """
 
     model_type = "gfnet"
@@ -58,7 +56,6 @@ class GFNetConfig(PreTrainedConfig):
     layer_scale_init_value: float = 1e-3
     drop_path_rate: float | int = 0.1
     initializer_range: float = 0.02
-    crop_pct: float = 0.875
 
     def __post_init__(self, **kwargs):
         if len(self.hidden_sizes) != len(self.depths):

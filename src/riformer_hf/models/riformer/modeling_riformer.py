@@ -7,7 +7,6 @@ travels to the Hub for `trust_remote_code`.
 """
 
 import copy
-import os
 from dataclasses import dataclass
 
 import torch
@@ -343,24 +342,6 @@ class RIFormerPreTrainedModel(PreTrainedModel):
         self.config.reparameterized = True
         return self
 
-    def default_image_processor(self):
-        """PoolFormer-style evaluation preprocessing: bicubic resize to `image_size / crop_pct`, centre crop."""
-        from transformers.models.poolformer.image_processing_pil_poolformer import PoolFormerImageProcessorPil
-
-        size = self.config.image_size
-        return PoolFormerImageProcessorPil(
-            size={"shortest_edge": size}, crop_size={"height": size, "width": size}, crop_pct=self.config.crop_pct
-        )
-
-    def save_pretrained(self, save_directory, *args, **kwargs):
-        """`PreTrainedModel.save_pretrained`, plus `preprocessor_config.json` when the folder has none."""
-        result = super().save_pretrained(save_directory, *args, **kwargs)
-        if kwargs.get("is_main_process", True) and not os.path.isfile(
-            os.path.join(save_directory, "preprocessor_config.json")
-        ):
-            self.default_image_processor().save_pretrained(save_directory)
-        return result
-
     @classmethod
     def from_pretrained(cls, *args, **kwargs):
         """`PreTrainedModel.from_pretrained`, refusing weights saved in the other form (training vs deploy)."""
@@ -451,69 +432,6 @@ class RIFormerForImageClassification(RIFormerPreTrainedModel):
             block_states=outputs.block_states,
         )
         return output if return_dict else output.to_tuple()
-
-    @classmethod
-    def from_poolformer(cls, poolformer_or_path, **config_overrides):
-        """A training-form RIFormer initialised from an isomorphic PoolFormer, as in the paper.
-
-        Copies the stem, downsampling convs, norms, MLPs, layer scales, final norm and classifier of a transformers
-        `PoolFormerForImageClassification` (an instance, or a path / Hub id to load one); the affine token mixers
-        start as identity (scale 1, shift 0). `config_overrides` may change training fields such as `drop_path_rate`
-        but not the architecture.
-        """
-        from transformers import PoolFormerForImageClassification
-
-        poolformer = poolformer_or_path
-        if not isinstance(poolformer, PoolFormerForImageClassification):
-            poolformer = PoolFormerForImageClassification.from_pretrained(poolformer_or_path)
-        pool_config = poolformer.config
-        if not pool_config.use_layer_scale:
-            raise ValueError("from_poolformer needs a PoolFormer with layer scales (config.use_layer_scale=True).")
-        architecture = {
-            "num_channels": pool_config.num_channels,
-            "depths": tuple(pool_config.depths),
-            "hidden_sizes": tuple(pool_config.hidden_sizes),
-            "mlp_ratio": pool_config.mlp_ratio,
-            "patch_sizes": tuple(pool_config.patch_sizes),
-            "strides": tuple(pool_config.strides),
-            "padding": tuple(pool_config.padding),
-            "hidden_act": pool_config.hidden_act,
-            "reparameterized": False,
-        }
-        clashes = sorted(set(architecture) & set(config_overrides))
-        if clashes:
-            raise ValueError(
-                f"from_poolformer takes the architecture from the PoolFormer; do not override {', '.join(clashes)}."
-            )
-        config = RIFormerConfig(
-            **architecture,
-            layer_scale_init_value=pool_config.layer_scale_init_value,
-            id2label=dict(pool_config.id2label),
-            label2id=dict(pool_config.label2id),
-            **config_overrides,
-        )
-        model = cls(config).to(poolformer.dtype)
-        state = {poolformer_key_to_riformer(k): v for k, v in poolformer.state_dict().items()}
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        leftover = [k for k in missing if ".token_mixer." not in k]
-        if leftover or unexpected:
-            raise ValueError(f"PoolFormer → RIFormer mapping failed: missing {leftover}, unexpected {unexpected}.")
-        return model
-
-
-def poolformer_key_to_riformer(key: str) -> str:
-    """Name of the RIFormer tensor that takes a transformers PoolFormer tensor (classification model keys)."""
-    parts = key.split(".")
-    if parts[:3] == ["poolformer", "encoder", "patch_embeddings"]:  # poolformer.encoder.patch_embeddings.{i}.projection.w
-        return f"riformer.encoder.stages.{parts[3]}.patch_embeddings.{parts[5]}"
-    if parts[:3] == ["poolformer", "encoder", "block"]:  # poolformer.encoder.block.{s}.{j}.<module>...
-        stage, index, rest = parts[3], parts[4], ".".join(parts[5:])
-        for old, new in (("before_norm", "norm1"), ("after_norm", "norm2"), ("output.conv1", "mlp.fc1"),
-                         ("output.conv2", "mlp.fc2")):
-            if rest.startswith(old + "."):
-                rest = new + rest[len(old):]
-        return f"riformer.encoder.stages.{stage}.blocks.{index}.{rest}"
-    return key  # norm.*, classifier.*
 
 
 class RIFormerBackbone(BackboneMixin, RIFormerPreTrainedModel):

@@ -6,11 +6,11 @@ from transformers.configuration_utils import PreTrainedConfig
 
 # The five models of the paper (Table 1). Drop path 0.1 for every size.
 RIFORMER_PRESETS = {
-    "s12": {"depths": (2, 2, 6, 2), "hidden_sizes": (64, 128, 320, 512), "layer_scale_init_value": 1e-5, "crop_pct": 0.9},
-    "s24": {"depths": (4, 4, 12, 4), "hidden_sizes": (64, 128, 320, 512), "layer_scale_init_value": 1e-5, "crop_pct": 0.9},
-    "s36": {"depths": (6, 6, 18, 6), "hidden_sizes": (64, 128, 320, 512), "layer_scale_init_value": 1e-6, "crop_pct": 0.9},
-    "m36": {"depths": (6, 6, 18, 6), "hidden_sizes": (96, 192, 384, 768), "layer_scale_init_value": 1e-6, "crop_pct": 0.95},
-    "m48": {"depths": (8, 8, 24, 8), "hidden_sizes": (96, 192, 384, 768), "layer_scale_init_value": 1e-6, "crop_pct": 0.95},
+    "s12": {"depths": (2, 2, 6, 2), "hidden_sizes": (64, 128, 320, 512), "layer_scale_init_value": 1e-5},
+    "s24": {"depths": (4, 4, 12, 4), "hidden_sizes": (64, 128, 320, 512), "layer_scale_init_value": 1e-5},
+    "s36": {"depths": (6, 6, 18, 6), "hidden_sizes": (64, 128, 320, 512), "layer_scale_init_value": 1e-6},
+    "m36": {"depths": (6, 6, 18, 6), "hidden_sizes": (96, 192, 384, 768), "layer_scale_init_value": 1e-6},
+    "m48": {"depths": (8, 8, 24, 8), "hidden_sizes": (96, 192, 384, 768), "layer_scale_init_value": 1e-6},
 }
 
 
@@ -33,8 +33,6 @@ class RIFormerConfig(BackboneConfigMixin, PreTrainedConfig):
         drop_path_rate (`float`): stochastic depth of the last block; it rises linearly from 0 over the blocks.
         initializer_range (`float`): std of the truncated normal used for conv and linear weights.
         reparameterized (`bool`): build the deploy form (token mixer folded into `norm_reparam`).
-        image_size (`int`): evaluation resolution, used for the image processor.
-        crop_pct (`float`): centre-crop fraction of the evaluation preprocessing (resize to `image_size / crop_pct`).
         out_features, out_indices: stages returned by [`RIFormerBackbone`] (`"stem"`, `"stage1"` … `"stage4"`).
     """
 
@@ -53,8 +51,6 @@ class RIFormerConfig(BackboneConfigMixin, PreTrainedConfig):
     drop_path_rate: float | int = 0.1
     initializer_range: float = 0.02
     reparameterized: bool = False
-    image_size: int = 224
-    crop_pct: float = 0.9
     _out_features: list[str] | None = None
     _out_indices: list[int] | None = None
 

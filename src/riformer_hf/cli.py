@@ -1,0 +1,187 @@
+"""The console scripts: argument parsing only, the work is done in the package's rooms.
+
+    riformer-train     distil / train a student            (riformer_hf.distillation.pipeline)
+    riformer-convert   mmpretrain | gfnet | poolformer → folder  (riformer_hf.convert, distillation.teachers)
+    riformer-push      deploy export → the Hub              (riformer_hf.export.hub)
+    riformer-demo      the embedded digits demo             (riformer_hf.demo)
+    riformer-bench     speed against PoolFormer             (riformer_hf.benchmark)
+
+`python -m riformer_hf.cli COMMAND ...` runs the same commands. A user error (a bad value, a missing file) is printed
+as one `error: …` line naming the problem and the fix, with exit code 2; an internal failure keeps its traceback and
+exits with 1. `--debug` shows the traceback of user errors too.
+"""
+
+import argparse
+import sys
+import traceback
+from collections.abc import Callable
+
+USER_ERROR = 2
+INTERNAL_ERROR = 1
+# What bad input raises in this package and the libraries it drives; anything else is a bug and keeps its traceback.
+USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError, KeyError,
+               TypeError, OSError)
+
+
+def _run(command: Callable[[list[str]], object], argv: list[str] | None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
+    try:
+        command(argv)
+    except SystemExit:
+        raise
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except USER_ERRORS as error:
+        if debug:
+            traceback.print_exc()
+        message = " ".join(str(error).split()) or type(error).__name__
+        print(f"error: {message}", file=sys.stderr)
+        return USER_ERROR
+    return 0
+
+
+def _train(argv):
+    from .distillation.pipeline import run_training
+
+    run_training(argv)
+
+
+def train(argv: list[str] | None = None) -> int:
+    """`riformer-train`: every flag in `riformer-train --help`."""
+    return _run(_train, argv)
+
+
+def _push(argv):
+    from .export.hub import push_reparameterized
+
+    parser = argparse.ArgumentParser(
+        prog="riformer-push",
+        description="Push a RIFormer to the Hub in its re-parameterised (deploy) form, with a model card. A "
+        "training-form folder (a Trainer checkpoint-N, or save_pretrained output) is folded first; a deploy export "
+        "passes through. Honours HF_ENDPOINT and HF_TOKEN.",
+    )
+    parser.add_argument("--model_dir", required=True, help="folder with config.json + model.safetensors (either form)")
+    parser.add_argument("--repo_id", required=True, help="Hub repo, `name` or `namespace/name`; created if missing")
+    parser.add_argument("--revision", default=None, help="branch to push to (created if missing; default main)")
+    parser.add_argument("--commit_message", default=None)
+    parser.add_argument("--private", action="store_true", default=None, help="create the repo as private")
+    parser.add_argument("--token", default=None, help="write token (default: HF_TOKEN or the saved login)")
+    parser.add_argument("--push_training_weights", action="store_true",
+                        help="also push the training form under training/ (needs a training-form --model_dir)")
+    parser.add_argument("--save_dir", default=None, help="also keep the deploy export in this folder")
+    parser.add_argument("--dataset", action="append", dest="datasets", help="training dataset Hub id (repeatable)")
+    parser.add_argument("--base_model", action="append", help="teacher / base model Hub id (repeatable)")
+    parser.add_argument("--license", default=None)
+    args = parser.parse_args(argv)
+    commit = push_reparameterized(
+        args.model_dir, args.repo_id, token=args.token, private=args.private, revision=args.revision,
+        commit_message=args.commit_message, push_training_weights=args.push_training_weights,
+        save_dir=args.save_dir, datasets=args.datasets, base_model=args.base_model, license=args.license,
+    )
+    print(f"Pushed the re-parameterised model to {commit.repo_url} ({commit.oid}).")
+
+
+def push(argv: list[str] | None = None) -> int:
+    """`riformer-push`."""
+    return _run(_push, argv)
+
+
+def _convert(argv):
+    parser = argparse.ArgumentParser(
+        prog="riformer-convert",
+        description="Convert published weights into a folder that AutoModelForImageClassification loads: an "
+        "mmpretrain RIFormer checkpoint, an official GFNet-H checkpoint, or a transformers PoolFormer into a "
+        "RIFormer student initialised from it. Architectures are read from the tensors.",
+    )
+    sources = parser.add_subparsers(dest="source", required=True, metavar="{mmpretrain,gfnet,poolformer}")
+    mmpretrain = sources.add_parser("mmpretrain", help="an mmpretrain RIFormer .pth / .safetensors")
+    mmpretrain.add_argument("--checkpoint", required=True, help="e.g. riformer-s12_32xb128_in1k_20230406-6741ce71.pth")
+    mmpretrain.add_argument("--reparameterize", action="store_true", help="fold the token mixers (deploy form)")
+    mmpretrain.add_argument("--image_size", type=int, default=None, help="evaluation size (224; 384 for -384px)")
+    gfnet = sources.add_parser("gfnet", help="an official GFNet-H .pth / .safetensors (raoyongming/GFNet)")
+    gfnet.add_argument("--checkpoint", required=True, help="e.g. gfnet-h-b.pth")
+    poolformer = sources.add_parser("poolformer", help="a transformers PoolFormer → a RIFormer student (paper init)")
+    poolformer.add_argument("--model_name_or_path", required=True, help="PoolFormer folder or Hub id")
+    poolformer.add_argument("--drop_path_rate", type=float, default=None)
+    for sub in (mmpretrain, gfnet, poolformer):
+        sub.add_argument("--output_dir", required=True, help="folder for config, weights and image processor")
+    args = parser.parse_args(argv)
+    _check_output_dir(args.output_dir)
+
+    if args.source == "mmpretrain":
+        from .convert import convert_mmpretrain_riformer
+
+        model = convert_mmpretrain_riformer(args.checkpoint, args.output_dir, args.reparameterize, args.image_size)
+    elif args.source == "gfnet":
+        from .convert import convert_gfnet
+
+        model = convert_gfnet(args.checkpoint, args.output_dir)
+    else:
+        from .data.preprocessing import load_image_processor
+        from .distillation.teachers import from_poolformer
+
+        overrides = {} if args.drop_path_rate is None else {"drop_path_rate": args.drop_path_rate}
+        model = from_poolformer(args.model_name_or_path, **overrides)
+        model.save_pretrained(args.output_dir)
+        processor = load_image_processor(args.model_name_or_path)
+        if processor is not None:
+            processor.save_pretrained(args.output_dir)
+    config = model.config
+    form = "deploy" if getattr(config, "reparameterized", False) else "training"
+    print(
+        f"{type(model).__name__}: depths {tuple(config.depths)}, hidden sizes {tuple(config.hidden_sizes)}, "
+        f"{config.num_labels} labels, {form} form, {model.num_parameters():,} parameters → {args.output_dir}"
+    )
+
+
+def _check_output_dir(path: str) -> None:
+    from pathlib import Path
+
+    if Path(path).exists() and not Path(path).is_dir():
+        raise NotADirectoryError(f"--output_dir {path} is a file; give a folder (it is created if missing).")
+
+
+def convert(argv: list[str] | None = None) -> int:
+    """`riformer-convert mmpretrain|gfnet|poolformer`."""
+    return _run(_convert, argv)
+
+
+def _demo(argv):
+    from .demo import main
+
+    main(argv)
+
+
+def demo(argv: list[str] | None = None) -> int:
+    """`riformer-demo`: the embedded digits demo (no network)."""
+    return _run(_demo, argv)
+
+
+def _bench(argv):
+    from .benchmark import main
+
+    main(argv)
+
+
+def bench(argv: list[str] | None = None) -> int:
+    """`riformer-bench`: throughput against PoolFormer."""
+    return _run(_bench, argv)
+
+
+COMMANDS = {"train": train, "convert": convert, "push": push, "demo": demo, "bench": bench}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m riformer_hf.cli COMMAND ...`."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in COMMANDS:
+        print(f"usage: python -m riformer_hf.cli {{{','.join(COMMANDS)}}} [args]", file=sys.stderr)
+        return USER_ERROR
+    return COMMANDS[argv[0]](argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,15 @@
+"""Deployment: the re-parameterised export (in memory → folder), its model card, Hub pushes, the Trainer save hook."""
+
+from .deploy import export_reparameterized, load_riformer
+from .hub import HubPushError, push_reparameterized
+from .model_card import build_model_card
+from .save_hook import ReparameterizedExportMixin
+
+__all__ = [
+    "HubPushError",
+    "ReparameterizedExportMixin",
+    "build_model_card",
+    "export_reparameterized",
+    "load_riformer",
+    "push_reparameterized",
+]

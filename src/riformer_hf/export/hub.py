@@ -1,0 +1,118 @@
+"""Hub pushes of the deploy export: one commit per export, failures that name the exact retry command.
+
+`push_reparameterized(model_or_dir, repo_id)` exports and pushes; its command line is `riformer-push`
+(`python -m riformer_hf.cli push`).
+"""
+
+import shlex
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from huggingface_hub import HfApi, constants
+
+from .deploy import STALE_WEIGHTS, export_files, export_reparameterized
+
+
+class HubPushError(RuntimeError):
+    """A push to the Hub failed; the local export is complete. `retry_command` pushes it again."""
+
+    def __init__(self, message: str, *, repo_id: str, local_dir: Path, retry_command: str):
+        super().__init__(message)
+        self.repo_id, self.local_dir, self.retry_command = repo_id, local_dir, retry_command
+
+
+def upload_export(api: HfApi, folder, repo_id: str, *, token=None, private=None, revision=None, commit_message=None):
+    """Create the repo (and branch) if needed, then commit the export in `folder` as one commit. Returns CommitInfo."""
+    repo_id = api.create_repo(repo_id, token=token, private=private, exist_ok=True).repo_id
+    if revision not in (None, constants.DEFAULT_REVISION):
+        api.create_branch(repo_id, branch=revision, token=token, exist_ok=True)
+    return api.upload_folder(
+        repo_id=repo_id,
+        folder_path=folder,
+        allow_patterns=export_files(folder),
+        delete_patterns=list(STALE_WEIGHTS),
+        commit_message=commit_message or "Upload re-parameterised RIFormer",
+        token=token,
+        revision=revision,
+    )
+
+
+def upload_checkpoint(api: HfApi, folder, repo_id: str, **upload):
+    return api.upload_folder(repo_id=repo_id, folder_path=folder, **upload)
+
+
+def retry_command(model_dir, repo_id: str, *, revision=None, private=None, commit_message=None) -> str:
+    """The shell command that pushes `model_dir` again (endpoint included when it is not the public Hub).
+
+    It runs `python -m riformer_hf.cli push` (what `riformer-push` runs), so it works from any install.
+    """
+    words = [sys.executable, "-m", "riformer_hf.cli", "push", "--model_dir", str(Path(model_dir).absolute())]
+    words += ["--repo_id", repo_id]
+    if revision not in (None, constants.DEFAULT_REVISION):
+        words += ["--revision", revision]
+    if private:
+        words.append("--private")
+    if commit_message:
+        words += ["--commit_message", commit_message]
+    prefix = f"HF_ENDPOINT={shlex.quote(constants.ENDPOINT)} " if constants.ENDPOINT != "https://huggingface.co" else ""
+    return prefix + shlex.join(words)
+
+
+def push_failure(error: BaseException, repo_id: str, local_dir, **retry) -> HubPushError:
+    """A HubPushError saying what failed, that `local_dir` is complete, and the exact command to retry."""
+    command = retry_command(local_dir, repo_id, **retry)
+    reason = " ".join(str(error).split()) or type(error).__name__
+    message = (
+        f"Pushing the re-parameterised RIFormer to the Hub repo {repo_id!r} at {constants.ENDPOINT} failed: "
+        f"{type(error).__name__}: {reason}\n"
+        f"Nothing local is lost: {Path(local_dir).absolute()} is complete. Once the Hub answers, retry with:\n"
+        f"  {command}\n"
+        f"(or from Python: riformer_hf.push_reparameterized({str(local_dir)!r}, {repo_id!r}); pass --token or set "
+        "HF_TOKEN if the repo needs a write token)"
+    )
+    return HubPushError(message, repo_id=repo_id, local_dir=Path(local_dir), retry_command=command)
+
+
+def push_reparameterized(
+    model_or_dir,
+    repo_id: str,
+    *,
+    token: str | None = None,
+    private: bool | None = None,
+    revision: str | None = None,
+    commit_message: str | None = None,
+    push_training_weights: bool = False,
+    image_processor=None,
+    save_dir=None,
+    **card_info,
+):
+    """Re-parameterise a RIFormer (a model, or a folder in either form) and push the deploy export to `repo_id`.
+
+    A training-form model or checkpoint is folded; a deploy one passes through. The export is written to `save_dir`
+    (kept) or a temporary folder (removed after a successful push, kept and named in the error otherwise).
+    `push_training_weights=True` adds the training form under `training/`. `card_info` goes to `build_model_card`.
+    Honours `HF_ENDPOINT`; returns the CommitInfo. Raises `HubPushError` (with the retry command) when the Hub fails.
+    """
+    keep = save_dir is not None
+    local_dir = Path(save_dir) if keep else Path(tempfile.mkdtemp(prefix="riformer-export-")) / "export"
+    export_reparameterized(
+        model_or_dir, local_dir, image_processor=image_processor, training_form=push_training_weights,
+        repo_id=repo_id, **card_info,
+    )
+    try:
+        commit = upload_export(
+            HfApi(library_name="riformer_hf"), local_dir, repo_id, token=token, private=private, revision=revision,
+            commit_message=commit_message,
+        )
+    except Exception as error:
+        raise push_failure(error, repo_id, local_dir, revision=revision, private=private) from error
+    if not keep:
+        shutil.rmtree(local_dir.parent, ignore_errors=True)
+    return commit
+
+
+
+
+__all__ = ["HubPushError", "push_failure", "push_reparameterized", "retry_command", "upload_export"]

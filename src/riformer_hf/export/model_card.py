@@ -1,0 +1,241 @@
+"""The model card of a deploy export: metadata (`model-index`, recipe), architecture, preprocessing, usage, citation.
+
+The text comes from `model_card_template.md` (package data); what the card says about preprocessing is read from the
+image processor saved beside it.
+"""
+
+import json
+import os
+import re
+from enum import Enum
+from pathlib import Path
+
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+from ..data.preprocessing import IMAGENET_MEAN, IMAGENET_STD, processor_spec
+from ..models.riformer import RIFORMER_PRESETS
+
+MODEL_CARD_TEMPLATE = Path(__file__).with_name("model_card_template.md")  # package data (model_cards/ links to it)
+
+CARD_TAGS = ["riformer", "image-classification", "knowledge-distillation", "reparameterized"]
+
+CITATION = """@inproceedings{wang2023riformer,
+  title     = {RIFormer: Keep Your Vision Backbone Effective But Removing Token Mixer},
+  author    = {Wang, Jiahao and Zhang, Songyang and Liu, Yong and Wu, Taiqiang and Yang, Yujiu and Liu, Xihui and
+               Chen, Kai and Luo, Ping and Lin, Dahua},
+  booktitle = {Proceedings of the IEEE/CVF Conference on Computer Vision and Pattern Recognition (CVPR)},
+  year      = {2023},
+  note      = {arXiv:2304.05659}
+}"""
+
+# Training settings reported in the card, with what they mean. Distillation fields are read when the arguments
+# define them (RIFormerTrainingArguments); the others come from any TrainingArguments.
+RECIPE_MEANINGS = {
+    "distillation_type": "logit distillation: soft (KL to the teacher's softened logits) or hard (CE to its argmax)",
+    "distillation_alpha": "weight α of the distillation loss (the label loss gets 1 − α)",
+    "distillation_temperature": "distillation temperature τ",
+    "lambda_hidden": "λ1, block-output imitation L′in",
+    "lambda_mixer": "λ2, token-mixer-output imitation Lout",
+    "lambda_relation": "λ3, relation imitation Lrel",
+    "imitation_layers": "imitated blocks",
+    "feature_epochs": "epochs with the feature imitation terms",
+    "relation_epochs": "epochs with the relation term",
+    "num_train_epochs": "epochs planned",
+    "max_steps": "optimizer steps planned",
+    "trained_epochs": "epochs run",
+    "trained_steps": "optimizer steps run",
+    "train_batch_size": "effective batch size (devices × per-device batch × accumulation)",
+    "learning_rate": "peak learning rate",
+    "lr_scheduler_type": "learning-rate schedule",
+    "warmup_steps": "warm-up steps (a fraction below 1 is a share of the training steps)",
+    "optim": "optimizer",
+    "weight_decay": "weight decay",
+    "label_smoothing_factor": "label smoothing",
+    "seed": "random seed",
+}
+_DISTILLATION_FIELDS = ("distillation_type", "distillation_alpha", "distillation_temperature", "lambda_hidden",
+                        "lambda_mixer", "lambda_relation", "imitation_layers", "feature_epochs", "relation_epochs")
+
+
+def build_model_card(
+    model,
+    image_processor,
+    repo_id: str | None = None,
+    *,
+    datasets: str | list[str] | None = None,
+    base_model: str | list[str] | None = None,
+    license: str | None = None,
+    language: str | list[str] | None = None,
+    tags: list[str] | None = None,
+    model_name: str | None = None,
+    eval_results: dict[str, float] | None = None,
+    recipe: dict | None = None,
+    training_subfolder: bool = False,
+    template_path: str | os.PathLike | None = None,
+) -> ModelCard:
+    """The model card of a RIFormer's deploy export (`model` in either form, `image_processor` the one saved beside
+    it), from the package's `model_card_template.md` (also at `model_cards/riformer_template.md` in the repository).
+
+    Metadata: `library_name: transformers`, `pipeline_tag: image-classification`, the RIFormer tags, `datasets`,
+    `base_model` (teachers with a Hub id), a `model-index` with `eval_results` (e.g. `{"accuracy": 0.91}`) and the
+    training `recipe` as `training_recipe`. The text gives the architecture, parameter counts, recipe, a `pipeline`
+    snippet and the paper's citation.
+    """
+    template_path = Path(template_path or MODEL_CARD_TEMPLATE)
+    if not template_path.is_file():
+        raise FileNotFoundError(f"Model card template not found at {template_path}; pass template_path=...")
+    config = model.config
+    datasets, base_models = _as_list(datasets), _as_list(base_model)
+    preset = _preset_name(config)
+    model_name = model_name or (repo_id.split("/")[-1] if repo_id else f"RIFormer-{preset or 'custom'}")
+    eval_results = {name: float(value) for name, value in (eval_results or {}).items()}
+    dataset_id = datasets[0] if datasets else "custom"
+    card_data = ModelCardData(
+        library_name="transformers",
+        pipeline_tag="image-classification",
+        tags=CARD_TAGS + [t for t in tags or () if t not in CARD_TAGS],
+        datasets=datasets or None,
+        base_model=(base_models[0] if len(base_models) == 1 else base_models) or None,
+        license=license,
+        language=language,
+        metrics=["accuracy"] if eval_results else None,
+        model_name=model_name,
+        eval_results=[
+            EvalResult(
+                task_type="image-classification", task_name="Image Classification", dataset_type=dataset_id,
+                dataset_name=dataset_id, metric_type="accuracy", metric_name=name, metric_value=value,
+            )
+            for name, value in eval_results.items()
+        ] or None,
+        training_recipe=_yaml_safe(recipe) or None,
+    )
+    mixer_parameters = 2 * sum(d * c for d, c in zip(config.depths, config.hidden_sizes))  # 2·C per block
+    num_parameters = model.num_parameters() - (0 if model.is_reparameterized else mixer_parameters)
+    return ModelCard.from_template(
+        card_data,
+        template_path=str(template_path),
+        model_name=model_name,
+        repo_id=repo_id or "path/to/this/folder",
+        preset=preset,
+        depths=list(config.depths),
+        hidden_sizes=list(config.hidden_sizes),
+        mlp_ratio=config.mlp_ratio,
+        num_parameters=num_parameters,
+        num_training_parameters=num_parameters + mixer_parameters,
+        preprocessing=describe_preprocessing(image_processor),
+        num_labels=config.num_labels,
+        base_models=base_models,
+        datasets=datasets,
+        eval_results=eval_results,
+        recipe=_yaml_safe(recipe) or {},
+        recipe_meanings=RECIPE_MEANINGS,
+        distilled=any(name in (recipe or {}) for name in _DISTILLATION_FIELDS),
+        training_subfolder=training_subfolder,
+        citation=CITATION,
+    )
+
+
+def describe_preprocessing(image_processor) -> str:
+    """One line saying what `image_processor` does to an image, for the card."""
+    spec = processor_spec(image_processor)
+    resize = f"short side resized to {spec.resize_shortest_edge} px (bicubic), " if spec.resize_shortest_edge else ""
+    crop = f" (crop_pct {spec.crop_pct})" if spec.crop_pct else ""
+    stats = "ImageNet mean/std" if (spec.mean, spec.std) == (IMAGENET_MEAN, IMAGENET_STD) else (
+        f"mean {list(spec.mean)}, std {list(spec.std)}")
+    return f"RGB, {resize}centre-cropped to {spec.height}×{spec.width}{crop}, {stats}"
+
+
+def card_info_from_folder(folder) -> dict:
+    """Card fields a folder records: README.md metadata (a previous export), trainer_state.json (a checkpoint)."""
+    folder, info = Path(folder), {}
+    if (folder / "README.md").is_file():
+        data = ModelCard.load(folder / "README.md", ignore_metadata_errors=True).data
+        info = {
+            "datasets": data.datasets,
+            "base_model": data.base_model,
+            "license": data.license,
+            "language": data.language,
+            "tags": [t for t in data.tags or () if t not in CARD_TAGS],
+            "eval_results": {r.metric_name or r.metric_type: r.metric_value for r in data.eval_results or ()},
+            "recipe": data.get("training_recipe"),
+        }
+    if (folder / "trainer_state.json").is_file():
+        state = json.loads((folder / "trainer_state.json").read_text())
+        history = state.get("log_history", [])
+        info["eval_results"] = info.get("eval_results") or eval_results_from_log_history(history)
+        progress = {"trained_epochs": state.get("epoch"), "trained_steps": state.get("global_step")}
+        info["recipe"] = info.get("recipe") or progress
+    return {k: v for k, v in info.items() if v}
+
+
+def eval_results_from_log_history(log_history: list[dict], step: int | None = None) -> dict[str, float]:
+    """Accuracy metrics (`eval_*accuracy`) of the evaluation at `step`, or of the last evaluation."""
+    evaluations = [e for e in log_history if any(_is_accuracy(k) for k in e)]
+    if not evaluations:
+        return {}
+    chosen = next((e for e in evaluations if e.get("step") == step), evaluations[-1])
+    return {k.removeprefix("eval_"): float(v) for k, v in chosen.items() if _is_accuracy(k)}
+
+
+def recipe_from_training(args, state=None) -> dict:
+    """The training settings worth a model card, from TrainingArguments (distillation fields when it has them)."""
+    recipe = {name: getattr(args, name) for name in _DISTILLATION_FIELDS if getattr(args, name, None) is not None}
+    if args.max_steps > 0:
+        recipe["max_steps"] = args.max_steps
+    else:
+        recipe["num_train_epochs"] = args.num_train_epochs
+    if state is not None and state.global_step:
+        recipe["trained_epochs"] = round(state.epoch or 0.0, 4)
+        recipe["trained_steps"] = state.global_step
+    recipe["train_batch_size"] = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
+    for name in ("learning_rate", "lr_scheduler_type", "warmup_steps", "optim", "weight_decay",
+                 "label_smoothing_factor", "seed"):
+        recipe[name] = getattr(args, name)
+    return _yaml_safe(recipe)
+
+
+def _is_accuracy(key: str) -> bool:
+    return key.startswith("eval_") and key.endswith("accuracy")
+
+
+def _yaml_safe(value):
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, dict):
+        return {str(k): _yaml_safe(v) for k, v in value.items() if v is not None}
+    if isinstance(value, (list, tuple)):
+        return [_yaml_safe(v) for v in value]
+    return value
+
+
+def _as_list(value) -> list:
+    if value is None:
+        return []
+    return [value] if isinstance(value, str) else list(value)
+
+
+def _preset_name(config) -> str | None:
+    for name, preset in RIFORMER_PRESETS.items():
+        if tuple(config.depths) == preset["depths"] and tuple(config.hidden_sizes) == preset["hidden_sizes"]:
+            return name.upper()
+    return None
+
+
+def hub_model_id_of(module) -> str | None:
+    """The Hub id a model was loaded from (`name_or_path`), or None for local paths and models built in memory."""
+    name = getattr(module, "name_or_path", None) or getattr(getattr(module, "config", None), "_name_or_path", None)
+    if not name or os.path.exists(name) or not re.fullmatch(r"[\w.-]+/[\w.-]+", name):
+        return None
+    return name
+
+
+
+
+__all__ = [
+    "build_model_card",
+    "card_info_from_folder",
+    "describe_preprocessing",
+    "eval_results_from_log_history",
+    "hub_model_id_of",
+    "recipe_from_training",
+]

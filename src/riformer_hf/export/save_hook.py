@@ -1,0 +1,272 @@
+"""The save hook: Trainer checkpoints stay in training form, `save_model()` and Hub pushes hold the deploy export."""
+
+import json
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from huggingface_hub import HfApi
+from transformers.trainer_utils import HubStrategy, SaveStrategy
+from transformers.utils.hub import PushInProgress
+
+from ..data.preprocessing import make_image_processor
+from ..models.riformer.modeling_riformer import RIFormerPreTrainedModel
+from .deploy import export_reparameterized
+from .hub import HubPushError, push_failure, upload_checkpoint, upload_export
+from .model_card import build_model_card, eval_results_from_log_history, hub_model_id_of, recipe_from_training
+
+logger = logging.getLogger(__name__)
+TRAINING_ARGS_FILE = "training_args.bin"
+
+
+class ReparameterizedExportMixin:
+    """The save hook, for `transformers.Trainer` subclasses: `class MyTrainer(ReparameterizedExportMixin, Trainer)`.
+
+    - `checkpoint-N` folders are ordinary Trainer checkpoints in training form (affine mixers present), so
+      `resume_from_checkpoint` and `load_best_model_at_end` work unchanged.
+    - `save_model()` outside checkpointing (the final save) writes the deploy export (`export_reparameterized`) to
+      `output_dir`, atomically, plus `training_args.bin`.
+    - Hub pushes hold the export: `push_to_hub()` pushes `output_dir`; during training, `hub_strategy`
+      `every_save` / `checkpoint` / `all_checkpoints` push an export of each saved checkpoint in the background
+      (the last two also upload the training-form checkpoint to `last-checkpoint/` or `checkpoint-N/`, as Trainer
+      does, for resuming); `end` pushes only from `push_to_hub()`. `hub_model_id`, `hub_token`, `hub_private_repo`,
+      `hub_revision`, `hub_always_push` and `HF_ENDPOINT` are honoured.
+    - The Hub failing never stops training or the local save: background failures are logged, `push_to_hub()`
+      raises `HubPushError`; both name what failed and the `riformer-push` command that retries.
+    - Students that are not RIFormers (baselines) save and push exactly as with `Trainer`.
+
+    Args (keyword, besides the Trainer's):
+        push_training_weights: also push (and keep in `output_dir/training/`) the training form.
+        model_card: card fields (`datasets`, `base_model`, `license`, `language`, `tags`, `model_name`); teachers
+            loaded from the Hub (`teacher_model`, `imitation_teacher` attributes) become `base_model` by default.
+    """
+
+    def __init__(self, *args, push_training_weights: bool = False, model_card: dict | None = None, **kwargs):
+        self.push_training_weights = push_training_weights
+        self.model_card = dict(model_card or {})
+        self._hub_api = None
+        super().__init__(*args, **kwargs)
+
+    @property
+    def _riformer(self) -> RIFormerPreTrainedModel | None:
+        """The (unwrapped) model when it is a RIFormer; None for other models, which save and push as with Trainer."""
+        model = None if self.model is None else self.accelerator.unwrap_model(self.model, keep_torch_compile=False)
+        return model if isinstance(model, RIFormerPreTrainedModel) else None
+
+    @property
+    def hub_api(self) -> HfApi:
+        """One HfApi per trainer: its background jobs run one after another, in order (as with Trainer's)."""
+        if self._hub_api is None:
+            self._hub_api = HfApi(library_name="riformer_hf")
+        return self._hub_api
+
+    # ---- saving ----
+    def _is_checkpoint_save(self, output_dir, internal: bool) -> bool:
+        """Trainer saves checkpoints through `save_model(checkpoint_dir, _internal_call=True)`; every other save
+        (the user's, `push_to_hub`'s into `output_dir`) is an export."""
+        return internal and output_dir is not None and Path(output_dir).absolute() != Path(self.args.output_dir).absolute()
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """Training form inside checkpoints; the deploy export (`export_reparameterized`) everywhere else."""
+        if self._riformer is None or self._is_checkpoint_save(output_dir, _internal_call):
+            super().save_model(output_dir, _internal_call=_internal_call)
+            return
+        output_dir = Path(output_dir if output_dir is not None else self.args.output_dir)
+        student = self._gathered_student()
+        if self.args.should_save:
+            export_reparameterized(
+                student, output_dir, image_processor=self.processing_class,
+                training_form=self.push_training_weights, **self._card_info(),
+            )
+            torch.save(self.args, output_dir / TRAINING_ARGS_FILE)
+        if self.args.push_to_hub and not _internal_call:
+            self.push_to_hub(commit_message="Model save", revision=self.args.hub_revision)
+
+    def _gathered_student(self) -> RIFormerPreTrainedModel:
+        """The student with its full weights: the model itself, or a copy gathered from FSDP / DeepSpeed shards."""
+        student = self._riformer
+        if not (self.is_fsdp_enabled or self.is_deepspeed_enabled):
+            return student
+        state = self.accelerator.get_state_dict(self.model_wrapped)  # a collective: every process takes part
+        with torch.device("meta"):
+            copy = type(student)(student.config)
+        copy.load_state_dict(state, assign=True)
+        return copy
+
+    def train(self, resume_from_checkpoint=None, *args, **kwargs):
+        """`Trainer.train`, refusing to resume from a deploy export (it has no token mixers to train)."""
+        student = self._riformer
+        if student is not None and not student.is_reparameterized and isinstance(resume_from_checkpoint, (str, Path)):
+            config_file = Path(resume_from_checkpoint) / "config.json"
+            if config_file.is_file() and json.loads(config_file.read_text()).get("reparameterized"):
+                raise ValueError(
+                    f"{resume_from_checkpoint} holds the re-parameterised (deploy) export, which cannot resume "
+                    "training. Resume from one of the training-form `checkpoint-N` folders (or "
+                    "`resume_from_checkpoint=True`)."
+                )
+        return super().train(resume_from_checkpoint, *args, **kwargs)
+
+    # ---- the Hub ----
+    def init_hf_repo(self, token: str | None = None, private: bool | None = None) -> None:
+        """Create the repo; when the Hub fails, log it and go on (every push tries again)."""
+        if not self.is_world_process_zero():
+            return
+        self.push_in_progress = None
+        try:
+            self.hub_model_id = self.hub_api.create_repo(
+                self._repo_name(),
+                token=token if token is not None else self.args.hub_token,
+                private=private if private is not None else self.args.hub_private_repo,
+                exist_ok=True,
+            ).repo_id
+        except Exception as error:
+            logger.warning(
+                "Could not create the Hub repo %r (%s: %s). Training goes on and saves locally; pushes will try again.",
+                self._repo_name(), type(error).__name__, error,
+            )
+
+    def push_to_hub(
+        self,
+        commit_message: str | None = "End of training",
+        blocking: bool = True,
+        token: str | None = None,
+        revision: str | None = None,
+        private: bool | None = None,
+        **kwargs,
+    ):
+        """Save the deploy export to `output_dir` and push it. `kwargs` are card fields, with Trainer's names too
+        (`dataset`, `dataset_tags`, `finetuned_from`, `license`, `tags`, `model_name`, `language`).
+
+        Returns the CommitInfo, or a Future when `blocking=False`. Raises `HubPushError` when the Hub fails; the
+        local export is complete by then and the error gives the command that retries.
+        """
+        if self._riformer is None:
+            return super().push_to_hub(commit_message, blocking, token, revision, private, **kwargs)
+        self.callback_handler.on_push_begin(self.args, self.state, self.control)
+        self._update_card_fields(kwargs)
+        self.save_model(_internal_call=True)
+        if not self.is_world_process_zero():
+            return None
+        self._finish_current_push()
+        return self._push_export(
+            Path(self.args.output_dir), commit_message, blocking=blocking, token=token, revision=revision,
+            private=private,
+        )
+
+    def create_model_card(self, **kwargs) -> None:
+        """Write the RIFormer model card to `output_dir/README.md` (fields as in `push_to_hub`)."""
+        if self._riformer is None:
+            return super().create_model_card(**kwargs)
+        if not self.is_world_process_zero():
+            return
+        self._update_card_fields(kwargs)
+        processor = self.processing_class if self.processing_class is not None else make_image_processor()
+        card = build_model_card(
+            self._riformer, processor, **self._card_info(), training_subfolder=self.push_training_weights
+        )
+        card.save(Path(self.args.output_dir) / "README.md")
+
+    def _push_from_checkpoint(self, checkpoint_folder: str) -> None:
+        """Push an export of the checkpoint just saved, in the background, following `hub_strategy`."""
+        if self._riformer is None:
+            return super()._push_from_checkpoint(checkpoint_folder)
+        if not self.is_world_process_zero() or self.args.hub_strategy == HubStrategy.END:
+            return
+        if not self.args.hub_always_push and self.push_in_progress is not None and not self.push_in_progress.is_done():
+            return
+        self.callback_handler.on_push_begin(self.args, self.state, self.control)
+        if self.args.save_strategy == SaveStrategy.STEPS:
+            message = f"Training in progress, step {self.state.global_step}"
+        else:
+            message = f"Training in progress, epoch {int(self.state.epoch)}"
+        snapshot = Path(tempfile.mkdtemp(prefix="riformer-push-")) / "export"
+        # From the folder just written, as Trainer pushes checkpoints: no second gathering of sharded weights.
+        export_reparameterized(
+            checkpoint_folder, snapshot, image_processor=self.processing_class,
+            training_form=self.push_training_weights, **self._card_info(),
+        )
+        jobs = [self._push_export(snapshot, message, blocking=False, retry_dir=checkpoint_folder, cleanup=True)]
+        if self.args.hub_strategy in (HubStrategy.CHECKPOINT, HubStrategy.ALL_CHECKPOINTS):
+            # Trainer's resume copy: the training-form checkpoint, in a subfolder of the repo.
+            last_only = self.args.hub_strategy == HubStrategy.CHECKPOINT
+            subfolder = "last-checkpoint" if last_only else Path(checkpoint_folder).name
+            upload = {"path_in_repo": subfolder, "token": self.args.hub_token, "revision": self.args.hub_revision,
+                      "commit_message": message + ", checkpoint"}
+            jobs.append(self.hub_api.run_as_future(
+                self._upload_in_background, upload_checkpoint, checkpoint_folder, upload, checkpoint_folder, False
+            ))
+        if self.push_in_progress is None or self.push_in_progress.is_done():
+            self.push_in_progress = PushInProgress(jobs)
+        else:
+            self.push_in_progress.jobs.extend(jobs)
+
+    def _push_export(self, folder: Path, commit_message, *, blocking, token=None, revision=None, private=None,
+                     retry_dir=None, cleanup=False):
+        """Push the export in `folder`: now (raising HubPushError) or as a background job (logging failures)."""
+        upload = {
+            "token": token if token is not None else self.args.hub_token,
+            "private": private if private is not None else self.args.hub_private_repo,
+            "revision": revision if revision is not None else self.args.hub_revision,
+            "commit_message": commit_message,
+        }
+        if blocking:
+            try:
+                return self._upload(upload_export, folder, **upload)
+            except Exception as error:
+                raise self._push_failure(error, folder, upload) from error
+        return self.hub_api.run_as_future(
+            self._upload_in_background, upload_export, folder, upload, retry_dir or folder, cleanup
+        )
+
+    def _upload(self, upload_fn, folder, **upload):
+        commit = upload_fn(self.hub_api, folder, self.hub_model_id or self._repo_name(), **upload)
+        self.hub_model_id = commit.repo_url.repo_id
+        return commit
+
+    def _upload_in_background(self, upload_fn, folder, upload: dict, retry_dir, cleanup: bool):
+        """Runs in HfApi's worker thread: failures are logged here, before the job counts as done."""
+        try:
+            return self._upload(upload_fn, folder, **upload)
+        except Exception as error:
+            logger.warning(
+                "%s\nTraining goes on; the final save_model() writes the export to %s.",
+                self._push_failure(error, retry_dir, upload), self.args.output_dir,
+            )
+            raise
+        finally:
+            if cleanup:
+                shutil.rmtree(Path(folder).parent, ignore_errors=True)
+
+    def _push_failure(self, error, local_dir, upload: dict) -> HubPushError:
+        retry = {k: upload.get(k) for k in ("revision", "private", "commit_message")}
+        return push_failure(error, self.hub_model_id or self._repo_name(), local_dir, **retry)
+
+    # ---- card fields ----
+    def _repo_name(self) -> str:
+        return self.args.hub_model_id or Path(self.args.output_dir).absolute().name
+
+    def _update_card_fields(self, kwargs: dict) -> None:
+        renames = {"dataset": "datasets", "dataset_tags": "datasets", "finetuned_from": "base_model"}
+        for name, value in kwargs.items():
+            if value is not None and name in renames:
+                self.model_card[renames[name]] = value
+            elif value is not None and name in ("license", "language", "tags", "model_name", "datasets", "base_model"):
+                self.model_card[name] = value
+
+    def _card_info(self) -> dict:
+        teachers = (getattr(self, name, None) for name in ("teacher_model", "imitation_teacher"))
+        teacher_ids = list(dict.fromkeys(i for i in map(hub_model_id_of, teachers) if i))
+        best_step = self.state.best_global_step if self.args.load_best_model_at_end else None
+        return {
+            "repo_id": self.hub_model_id or self._repo_name(),
+            "base_model": teacher_ids or None,
+            "eval_results": eval_results_from_log_history(self.state.log_history, best_step),
+            "recipe": recipe_from_training(self.args, self.state),
+            **self.model_card,
+        }
+
+
+__all__ = ["ReparameterizedExportMixin"]
+
