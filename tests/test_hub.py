@@ -352,11 +352,34 @@ def test_export_failure_leaves_the_previous_export_intact(tmp_path, monkeypatch)
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
 
 
+def test_the_export_saves_the_given_image_processor_and_the_card_describes_it(tmp_path):
+    model = tiny_model()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    processor = make_image_processor(48, 0.8, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+    folder = export_reparameterized(model, tmp_path / "out", image_processor=processor)
+    saved = json.loads((folder / "preprocessor_config.json").read_text())
+    assert saved["crop_size"] == {"height": 48, "width": 48} and saved["crop_pct"] == 0.8
+    assert saved["image_mean"] == [0.5, 0.5, 0.5]
+    card = (folder / "README.md").read_text()
+    assert "short side resized to 60 px (bicubic), centre-cropped to 48×48 (crop_pct 0.8)" in card
+    assert "mean [0.5, 0.5, 0.5], std [0.5, 0.5, 0.5]" in card and "ImageNet" not in card.split("## How to use")[0]
+    # folded in memory: the caller's model is untouched and no scratch folder was written beside the export
+    assert not model.is_reparameterized and all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+    # a folder passes its own processor on
+    again = export_reparameterized(folder, tmp_path / "again")
+    assert json.loads((again / "preprocessor_config.json").read_text()) == saved
+
+
 def test_bad_inputs_get_clear_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="has no config.json"):
         export_reparameterized(tmp_path, tmp_path / "out")
     with pytest.raises(TypeError, match="Expected a RIFormer model"):
         export_reparameterized(torch.nn.Linear(2, 2), tmp_path / "out")
+    (tmp_path / "pool").mkdir()
+    (tmp_path / "pool" / "config.json").write_text('{"model_type": "poolformer"}')
+    with pytest.raises(ValueError, match="holds a 'poolformer' model, not a RIFormer.*riformer-convert"):
+        export_reparameterized(tmp_path / "pool", tmp_path / "out")
     deploy = reparameterize_model(tiny_model())
     with pytest.raises(ValueError, match="deploy form cannot be turned back"):
         export_reparameterized(deploy, tmp_path / "out", training_form=True)
