@@ -1,4 +1,5 @@
-"""Data: the embedded digits, the image processor as the one owner of preprocessing, and per-image transforms."""
+"""Data: the embedded digits, the image processor as the one owner of preprocessing, per-image transforms and
+RandAugment, datasets that name (or skip) unreadable images."""
 
 from .digits import digits_dataset
 from .preprocessing import (
@@ -10,7 +11,15 @@ from .preprocessing import (
     make_image_processor,
     processor_spec,
 )
-from .transforms import ProcessorTransform, TrainTransform, to_tensor, with_image_transform
+from .rand_augment import RandAugment, RandAugmentConfig, fill_from_mean, parse_rand_augment
+from .transforms import (
+    ProcessorTransform,
+    TrainTransform,
+    TransformedImages,
+    UnreadableImageError,
+    to_tensor,
+    with_image_transform,
+)
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -18,10 +27,16 @@ __all__ = [
     "PRESET_CROP_PCT",
     "ProcessorSpec",
     "ProcessorTransform",
+    "RandAugment",
+    "RandAugmentConfig",
     "TrainTransform",
+    "TransformedImages",
+    "UnreadableImageError",
     "digits_dataset",
+    "fill_from_mean",
     "load_image_processor",
     "make_image_processor",
+    "parse_rand_augment",
     "processor_spec",
     "to_tensor",
     "with_image_transform",

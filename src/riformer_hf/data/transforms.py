@@ -10,9 +10,16 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from datasets import Image, IterableDataset
 from PIL import Image as PILImage
+from PIL import ImageEnhance
+from torch.utils.data import Dataset as TorchDataset
+from transformers.utils import logging
 
 from .preprocessing import IMAGENET_MEAN, IMAGENET_STD, processor_spec
+from .rand_augment import RandAugment
+
+logger = logging.get_logger(__name__)
 
 
 def to_tensor(image: PILImage.Image, mean, std) -> torch.Tensor:
@@ -25,8 +32,10 @@ def to_tensor(image: PILImage.Image, mean, std) -> torch.Tensor:
 @dataclass
 class TrainTransform:
     """Training augmentation: random-resized crop (area fraction in `scale`, aspect ratio in `ratio`), bicubic resize
-    to `image_size`², horizontal flip with probability `hflip`, normalisation. Draws from torch's global RNG (seeded
-    by Trainer); with `scale=(1, 1)` and `hflip=0` it draws nothing and resizes the whole image."""
+    to `image_size`², horizontal flip with probability `hflip`, then `rand_augment` or, without it, colour jitter of
+    strength `color_jitter` (brightness, contrast and saturation factors uniform in [max(0, 1 − s), 1 + s], in random
+    order), normalisation. Draws from torch's global RNG (seeded by Trainer); with `scale=(1, 1)`, `hflip=0` and no
+    RandAugment or jitter it draws nothing and resizes the whole image."""
 
     image_size: int = 224
     scale: tuple[float, float] = (0.08, 1.0)
@@ -34,6 +43,12 @@ class TrainTransform:
     hflip: float = 0.5
     mean: tuple[float, ...] = IMAGENET_MEAN
     std: tuple[float, ...] = IMAGENET_STD
+    rand_augment: RandAugment | None = None
+    color_jitter: float | None = None
+
+    def __post_init__(self):
+        if self.color_jitter is not None and not self.color_jitter >= 0:
+            raise ValueError(f"color_jitter must be a strength ≥ 0 (0.4 is usual); got {self.color_jitter!r}.")
 
     @classmethod
     def from_image_processor(cls, processor, **augmentation) -> "TrainTransform":
@@ -70,7 +85,23 @@ class TrainTransform:
         image = image.resize((self.image_size, self.image_size), PILImage.BICUBIC, box=box)
         if self.hflip > 0 and torch.rand(1).item() < self.hflip:
             image = image.transpose(PILImage.FLIP_LEFT_RIGHT)
+        if self.rand_augment is not None:
+            image = self.rand_augment(image)
+        elif self.color_jitter:
+            image = jitter_colors(image, self.color_jitter)
         return to_tensor(image, self.mean, self.std)
+
+
+_JITTERED = (ImageEnhance.Brightness, ImageEnhance.Contrast, ImageEnhance.Color)
+
+
+def jitter_colors(image: PILImage.Image, strength: float) -> PILImage.Image:
+    """Brightness, contrast and saturation, in random order, each scaled by a factor uniform in
+    [max(0, 1 − strength), 1 + strength]."""
+    low, high = max(0.0, 1.0 - strength), 1.0 + strength
+    for index in torch.randperm(len(_JITTERED)).tolist():
+        image = _JITTERED[index](image).enhance(torch.empty(()).uniform_(low, high).item())
+    return image
 
 
 @dataclass
@@ -83,26 +114,150 @@ class ProcessorTransform:
         return self.processor(image.convert("RGB"), return_tensors="pt")["pixel_values"][0]
 
 
+class UnreadableImageError(OSError):
+    """An image that cannot be decoded; its message names the file (or the dataset index) and the fix."""
+
+
+def _where(value, index: int, split: str) -> str:
+    path = value.get("path") if isinstance(value, dict) else value if isinstance(value, str) else None
+    if path:
+        return f"{path} (index {index} of the {split} set)"
+    size = len(value["bytes"]) if isinstance(value, dict) and value.get("bytes") is not None else None
+    return f"at index {index} of the {split} set" + (f" ({size} bytes, no file name)" if size is not None else "")
+
+
+class _ImageDecoder:
+    """Decodes one stored image (path / bytes / PIL image) as the dataset's `Image` feature would, naming the file or
+    index when it cannot; with `skip_bad_images`, logs each bad image once (per process) instead."""
+
+    def __init__(self, feature, split: str, skip_bad_images: bool):
+        self.feature = Image(mode=getattr(feature, "mode", None))
+        self.split, self.skip_bad_images = split, skip_bad_images
+        self._reported: set[int] = set()
+
+    def __call__(self, value, index: int) -> PILImage.Image | None:
+        """The decoded image, or None for a bad one when skipping."""
+        try:
+            return self.feature.decode_example(value)
+        except (OSError, ValueError, SyntaxError, PILImage.DecompressionBombError) as error:
+            where = _where(value, index, self.split)
+            if not self.skip_bad_images:
+                raise UnreadableImageError(
+                    f"Cannot read the image {where}: {error}. Remove or replace the file, or skip unreadable images "
+                    "(`skip_bad_images=True`, `--skip_bad_images`)."
+                ) from error
+            if index not in self._reported:
+                self._reported.add(index)
+                logger.warning(f"Skipping the unreadable image {where}: {error}")
+            return None
+
+
+def _undecoded(dataset, image_column: str):
+    """`dataset` with its image column left undecoded (so that bad files can be named), and that column's feature."""
+    features = getattr(dataset, "features", None) or {}
+    feature = features.get(image_column)
+    if isinstance(feature, Image) and feature.decode:
+        dataset = dataset.cast_column(image_column, Image(mode=feature.mode, decode=False))
+    return dataset, feature
+
+
+def _check_image_column(columns, image_column: str) -> None:
+    if columns is not None and image_column not in columns:
+        raise KeyError(f"No {image_column!r} column (columns: {', '.join(columns)}); set the image column name.")
+
+
+class TransformedImages(TorchDataset):
+    """`{"pixel_values": transform(image), "labels": label}` for each example of a map-style `dataset`, decoded and
+    transformed on access (so in the data-loader workers, with fresh augmentation every epoch). An unreadable image
+    raises `UnreadableImageError` naming its file and index; with `skip_bad_images` it is logged and replaced by the
+    next readable image, so batches keep their size."""
+
+    def __init__(self, dataset, transform, image_column: str = "image", label_column: str = "label",
+                 skip_bad_images: bool = False, split: str = "training"):
+        _check_image_column(dataset.column_names, image_column)
+        self.dataset, feature = _undecoded(dataset, image_column)
+        self.transform, self.image_column, self.label_column = transform, image_column, label_column
+        self.has_labels = label_column in dataset.column_names
+        self.decode = _ImageDecoder(feature, split, skip_bad_images)
+
+    @property
+    def column_names(self) -> list[str]:
+        return ["pixel_values", "labels"] if self.has_labels else ["pixel_values"]
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def _example(self, image, row: dict) -> dict:
+        example = {"pixel_values": self.transform(image)}
+        if self.has_labels:
+            example["labels"] = row[self.label_column]
+        return example
+
+    def _next_readable(self, index: int) -> dict:
+        for offset in range(len(self)):
+            position = (index + offset) % len(self)
+            row = self.dataset[position]
+            image = self.decode(row[self.image_column], position)
+            if image is not None:
+                return self._example(image, row)
+        raise UnreadableImageError(f"None of the {len(self)} images of the {self.decode.split} set can be read.")
+
+    def __getitem__(self, index: int) -> dict:
+        return self._next_readable(int(index))
+
+    def __getitems__(self, indices: list[int]) -> list[dict]:
+        batch = self.dataset[list(indices)]
+        examples = []
+        for position, index in enumerate(indices):
+            row = {column: values[position] for column, values in batch.items()}
+            image = self.decode(row[self.image_column], index)
+            examples.append(self._next_readable(index + 1) if image is None else self._example(image, row))
+        return examples
+
+
 @dataclass
-class _BatchTransform:
+class _StreamedBatchTransform:
     transform: Callable[[PILImage.Image], torch.Tensor]
     image_column: str
     label_column: str
+    decode: _ImageDecoder
 
-    def __call__(self, batch: dict[str, list]) -> dict[str, list]:
-        if self.image_column not in batch:
-            raise KeyError(f"No {self.image_column!r} column (columns: {', '.join(batch)}); set the image column name.")
-        out = {"pixel_values": [self.transform(image) for image in batch[self.image_column]]}
+    def __call__(self, batch: dict[str, list], indices: list[int]) -> dict[str, list]:
+        _check_image_column(list(batch), self.image_column)
+        images = [self.decode(value, index) for value, index in zip(batch[self.image_column], indices)]
+        keep = [i for i, image in enumerate(images) if image is not None]
+        out = {"pixel_values": [self.transform(images[i]) for i in keep]}
         if self.label_column in batch:
-            out["labels"] = batch[self.label_column]
+            out["labels"] = [batch[self.label_column][i] for i in keep]
         return out
 
 
-def with_image_transform(dataset, transform, image_column: str = "image", label_column: str = "label"):
-    """A view of `dataset` whose examples are `{"pixel_values": transform(image), "labels": label}`, transformed on
-    access (so in the data-loader workers, with fresh augmentation every epoch). Batch them with transformers'
-    `default_data_collator`; train with `remove_unused_columns=False` so that Trainer hands the images over."""
-    return dataset.with_transform(_BatchTransform(transform, image_column, label_column))
+def with_image_transform(dataset, transform, image_column: str = "image", label_column: str = "label",
+                         skip_bad_images: bool = False, split: str = "training"):
+    """`dataset`'s examples as `{"pixel_values": transform(image), "labels": label}`, transformed on access (in the
+    data-loader workers, with fresh augmentation every epoch). Batch them with transformers' `default_data_collator`.
+
+    A map-style dataset gives a `TransformedImages`; a streamed one (`IterableDataset`) a mapped stream. An image that
+    cannot be decoded raises `UnreadableImageError` naming its file (or its index in the `split` set); with
+    `skip_bad_images` it is logged once and skipped: replaced by the next readable image in a map-style dataset,
+    dropped from a stream."""
+    if isinstance(dataset, IterableDataset):
+        _check_image_column(dataset.column_names, image_column)
+        stream, feature = _undecoded(dataset, image_column)
+        function = _StreamedBatchTransform(
+            transform, image_column, label_column, _ImageDecoder(feature, split, skip_bad_images)
+        )
+        return stream.map(function, batched=True, with_indices=True,
+                          remove_columns=stream.column_names or [image_column, label_column])
+    return TransformedImages(dataset, transform, image_column, label_column, skip_bad_images, split)
 
 
-__all__ = ["ProcessorTransform", "TrainTransform", "to_tensor", "with_image_transform"]
+__all__ = [
+    "ProcessorTransform",
+    "TrainTransform",
+    "TransformedImages",
+    "UnreadableImageError",
+    "jitter_colors",
+    "to_tensor",
+    "with_image_transform",
+]

@@ -4,7 +4,7 @@ the image processor, offline metrics, and `run_training()` (train, resume, save,
 from dataclasses import dataclass, field
 
 import numpy as np
-from datasets import ClassLabel, DatasetDict, load_dataset
+from datasets import ClassLabel, DatasetDict, IterableDataset, IterableDatasetDict, load_dataset
 from transformers import (
     AutoConfig,
     AutoModelForImageClassification,
@@ -36,6 +36,7 @@ logger = logging.get_logger(__name__)
 
 EVAL_SPLIT_NAMES = ("validation", "valid", "val", "test")
 DIGITS_IMAGE_SIZE = 32
+STREAM_SHUFFLE_BUFFER = 1000  # examples (undecoded) held to shuffle a stream, after its shards are shuffled
 
 
 @dataclass
@@ -67,6 +68,17 @@ class ScriptArguments:
     )
     hflip: float | None = field(
         default=None, metadata={"help": "Horizontal-flip probability; default 0.5, or 0 for the digits."}
+    )
+    skip_bad_images: bool = field(
+        default=False,
+        metadata={"help": "Log and skip images that cannot be decoded (replaced by the next readable one; dropped "
+                  "from a stream) instead of stopping with an error naming the file."},
+    )
+    streaming: bool = field(
+        default=False,
+        metadata={"help": "Stream the dataset (Hub or --data_dir) instead of loading it: shards shuffled, then a "
+                  f"{STREAM_SHUFFLE_BUFFER}-example buffer. Needs --max_steps; without an eval split, the first "
+                  "--max_eval_samples images are held out."},
     )
 
 
@@ -119,9 +131,12 @@ def accuracy_metrics(eval_pred) -> dict[str, float]:
 def load_image_dataset(args: ScriptArguments, image_size: int = DIGITS_IMAGE_SIZE) -> DatasetDict:
     """`train` and `eval` splits from the Hub, a local image folder or (by default) the embedded digits."""
     if args.data_dir is not None:
-        data = load_dataset(args.dataset_name or "imagefolder", args.dataset_config, data_dir=args.data_dir)
+        data = load_dataset(args.dataset_name or "imagefolder", args.dataset_config, data_dir=args.data_dir,
+                            streaming=args.streaming)
     elif args.dataset_name is not None:
-        data = load_dataset(args.dataset_name, args.dataset_config)
+        data = load_dataset(args.dataset_name, args.dataset_config, streaming=args.streaming)
+    elif args.streaming:
+        raise ValueError("--streaming reads a Hub dataset or a local folder: pass --dataset_name or --data_dir.")
     else:
         data = digits_dataset(image_size=image_size)
     if args.train_split not in data:
@@ -129,16 +144,26 @@ def load_image_dataset(args: ScriptArguments, image_size: int = DIGITS_IMAGE_SIZ
     eval_split = args.eval_split or next((s for s in EVAL_SPLIT_NAMES if s in data and s != args.train_split), None)
     if eval_split is not None and eval_split not in data:
         raise ValueError(f"No split {eval_split!r} in the dataset; it has {', '.join(data)}.")
-    if eval_split is None:
+    if eval_split is None and args.streaming:
+        if args.max_eval_samples is None:
+            raise ValueError(
+                "The streamed dataset has no eval split: pass --max_eval_samples N to hold out its first N images, "
+                "or name a split with --eval_split."
+            )
+        stream = data[args.train_split]
+        data = IterableDatasetDict(train=stream.skip(args.max_eval_samples), eval=stream.take(args.max_eval_samples))
+    elif eval_split is None:
         held_out = data[args.train_split].train_test_split(test_size=args.eval_fraction, seed=0)
         data = DatasetDict(train=held_out["train"], eval=held_out["test"])
     else:
-        data = DatasetDict(train=data[args.train_split], eval=data[eval_split])
+        data = type(data)(train=data[args.train_split], eval=data[eval_split])
     for split, limit in (("train", args.max_train_samples), ("eval", args.max_eval_samples)):
-        if limit is not None:
+        if limit is not None and args.streaming:
+            data[split] = data[split].take(limit)
+        elif limit is not None:
             data[split] = data[split].select(range(min(limit, len(data[split]))))
     for column in (args.image_column, args.label_column):
-        if column not in data["train"].column_names:
+        if data["train"].column_names is not None and column not in data["train"].column_names:
             raise ValueError(
                 f"The dataset has no {column!r} column (columns: {', '.join(data['train'].column_names)}); set "
                 "--image_column / --label_column."
@@ -147,9 +172,14 @@ def load_image_dataset(args: ScriptArguments, image_size: int = DIGITS_IMAGE_SIZ
 
 
 def label_maps(dataset, label_column: str) -> tuple[dict[int, str], dict[str, int]]:
-    feature = dataset.features[label_column]
+    feature = (dataset.features or {}).get(label_column)
     if isinstance(feature, ClassLabel):
         names = feature.names
+    elif isinstance(dataset, IterableDataset):
+        raise ValueError(
+            f"A streamed dataset must name its classes up front: its {label_column!r} column is {feature}, not a "
+            "ClassLabel (an image folder's labels are one). Drop --streaming or use a dataset with class names."
+        )
     else:
         names = [str(i) for i in range(int(max(dataset[label_column])) + 1)]
     return dict(enumerate(names)), {name: i for i, name in enumerate(names)}
@@ -225,6 +255,8 @@ def build_trainer(
 ) -> RIFormerDistillationTrainer:
     """Dataset, student, teachers, image processor, transforms and metrics, wired into a
     `RIFormerDistillationTrainer`. The student is built after the seed is set, so a seed fixes its initial weights."""
+    if script_args.streaming and training_args.max_steps <= 0:
+        raise ValueError("--streaming trains on a stream of unknown length: set the schedule with --max_steps N.")
     embedded = script_args.dataset_name is None and script_args.data_dir is None
     default_size = DIGITS_IMAGE_SIZE if embedded else 224  # the digits are small: train them at 32 px
     with training_args.main_process_first(desc="loading data and models"):  # one process downloads, the others reuse
@@ -239,18 +271,21 @@ def build_trainer(
         id2label, label2id = label_maps(data["train"], script_args.label_column)
         set_seed(training_args.seed)
         student = build_student(model_args, id2label, label2id, poolformer)
+    if script_args.streaming:
+        data["train"] = data["train"].shuffle(seed=training_args.seed, buffer_size=STREAM_SHUFFLE_BUFFER)
     hflip = script_args.hflip if script_args.hflip is not None else (0.0 if embedded else 0.5)
     train_transform = TrainTransform.from_image_processor(
         processor, scale=(script_args.min_crop_area, 1.0), hflip=hflip
     )
-    columns = {"image_column": script_args.image_column, "label_column": script_args.label_column}
+    columns = {"image_column": script_args.image_column, "label_column": script_args.label_column,
+               "skip_bad_images": script_args.skip_bad_images}
     return RIFormerDistillationTrainer(
         model=student,
         args=training_args,
         teacher_model=teacher,
         imitation_teacher=imitation_teacher,
         train_dataset=with_image_transform(data["train"], train_transform, **columns),
-        eval_dataset=with_image_transform(data["eval"], ProcessorTransform(processor), **columns),
+        eval_dataset=with_image_transform(data["eval"], ProcessorTransform(processor), split="evaluation", **columns),
         data_collator=default_data_collator,
         processing_class=processor,
         compute_metrics=accuracy_metrics,
