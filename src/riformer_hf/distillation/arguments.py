@@ -33,7 +33,7 @@ def _check_rand_augment(spec: str) -> None:
     try:
         parse_rand_augment(spec)
     except ValueError as error:
-        raise ValueError(f"--aa {spec!r} is not a RandAugment policy: {error} (example: rand-m9-mstd0.5-inc1).") from None
+        raise ValueError(f"--aa {spec!r}: {error}") from None
 
 
 @dataclass
