@@ -13,6 +13,7 @@ from PIL import Image
 from safetensors.torch import load_file
 from transformers import PoolFormerConfig, PoolFormerForImageClassification
 
+from riformer_hf.data import make_image_processor
 from riformer_hf.distillation.pipeline import ModelArguments, build_student
 from riformer_hf.distillation.pipeline import run_training as main
 
@@ -36,6 +37,7 @@ def digits_poolformer(path: Path, depths=(1, 1, 1, 1), widths=(8, 8, 8, 8)) -> P
     )
     torch.manual_seed(0)
     PoolFormerForImageClassification(config).save_pretrained(path)
+    make_image_processor(32).save_pretrained(path)  # the teacher's input: 32 px, ImageNet normalisation
     return path
 
 
