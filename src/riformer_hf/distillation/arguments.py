@@ -108,7 +108,7 @@ class RIFormerTrainingArguments(TrainingArguments):
     reprob: float = field(
         default=0.0,
         metadata={"help": "Random-erasing probability per training image, on the device after normalisation: one box "
-                  "of N(0, 1) pixels, 2-33 % of the image (recipe 0.25)."},
+                  "of N(0, 1) pixels, 0.02 to 1/3 of the image (recipe 0.25)."},
     )
 
     def __post_init__(self):
