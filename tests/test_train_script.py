@@ -26,6 +26,9 @@ QUICK = [
 # No random crops: Trainer restores the RNG state after fetching the first resumed batch, so exact resumption needs a
 # data pipeline that draws no random numbers (drop path may: its draws come after the restore).
 DETERMINISTIC_DATA = ["--min_crop_area", "1.0"]
+# Every random augmentation of the recipe: crops, flips, RandAugment (CPU), mixup / cutmix and erasing (device).
+RANDOM_AUGMENTATION = ["--min_crop_area", "0.3", "--hflip", "0.5", "--aa", "rand-m9-mstd0.5-inc1", "--mixup", "0.8",
+                       "--cutmix", "1.0", "--reprob", "0.25", "--label_smoothing_factor", "0.1"]
 
 
 
@@ -137,7 +140,7 @@ def test_two_process_accelerate_launch_on_cpu(tmp_path):
         str(ROOT / "configs" / "accelerate_cpu_2proc.yaml"), "--main_process_port", str(free_port()), str(runner),
         "--output_dir", str(tmp_path / "run"), "--image_size", "32", "--teacher_model", str(teacher_dir),
         "--init_from_teacher", "--distillation_type", "soft", "--lambda_hidden", "1.0", "--drop_path_rate", "0.1",
-        "--per_device_train_batch_size", "4", "--max_train_samples", "32", "--max_eval_samples", "16",
+        *RANDOM_AUGMENTATION, "--per_device_train_batch_size", "4", "--max_train_samples", "32", "--max_eval_samples", "16",
         "--max_steps", "3", "--save_strategy", "no", "--disable_tqdm", "true",
     ]
     done = subprocess.run(
@@ -199,9 +202,6 @@ def test_train_transform_crops_within_its_ranges_and_is_seeded():
 
 
 # ---- the paper's recipe, augmentation flags, teachers' preprocessing, reproducibility ----
-
-RANDOM_AUGMENTATION = ["--min_crop_area", "0.3", "--hflip", "0.5", "--aa", "rand-m9-mstd0.5-inc1", "--mixup", "0.8",
-                       "--cutmix", "1.0", "--reprob", "0.25", "--label_smoothing_factor", "0.1"]
 
 
 def test_recipe_flag_sets_the_recipe_and_explicit_flags_override_it(tmp_path):
@@ -302,3 +302,43 @@ def test_same_seed_same_run_with_random_augmentation(tmp_path):
         assert torch.equal(init_a[key], init_b[key]) and torch.equal(final_a[key], final_b[key]), key
     assert any(not torch.equal(init_a[k], init_c[k]) for k in init_a)
     assert any(not torch.equal(final_a[k] - init_a[k], final_c[k] - init_c[k]) for k in init_a)
+
+
+def test_resume_with_random_augmentation_is_exact(tmp_path):
+    """Per-example augmentation seeds make the first resumed batch (loaded before Trainer restores the RNG) the same
+    as in the uninterrupted run; mixing and erasing draw from the restored RNG."""
+    steps = ["--max_steps", "4", "--save_steps", "2", "--seed", "3", "--drop_path_rate", "0.1"]
+    first = main(["--output_dir", str(tmp_path / "run"), *TINY, *QUICK, *RANDOM_AUGMENTATION, *steps])
+    resumed = main([
+        "--output_dir", str(tmp_path / "resumed"), *TINY, *QUICK, *RANDOM_AUGMENTATION, *steps,
+        "--resume_from_checkpoint", str(tmp_path / "run" / "checkpoint-2"),
+    ])
+    for (name, a), b in zip(first.model.named_parameters(), resumed.model.parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6, msg=name)
+
+
+def test_seeded_augmentation_depends_on_seed_epoch_and_index_only():
+    from riformer_hf.distillation.seeding import SeededAugmentation
+
+    class Noisy(torch.utils.data.Dataset):
+        def __len__(self):
+            return 5
+
+        def __getitem__(self, i):
+            return torch.rand(3) + i
+
+        def __getitems__(self, indices):  # as datasets.Dataset has: the loader must not bypass the seeding with it
+            return [self[i] for i in indices]
+
+    data = SeededAugmentation(Noisy(), seed=1)
+    assert not hasattr(data, "__getitems__") and len(data) == 5
+    torch.manual_seed(0)
+    state = torch.get_rng_state()
+    forward = [data[i] for i in range(5)]
+    assert torch.equal(state, torch.get_rng_state())  # the process's RNG is left alone
+    backward = [data[i] for i in reversed(range(5))][::-1]
+    assert all(torch.equal(a, b) for a, b in zip(forward, backward))  # order does not matter
+    assert not torch.equal(forward[0], forward[1] - 1)
+    data.set_epoch(1)
+    assert not torch.equal(data[0], forward[0])  # fresh augmentation every epoch
+    assert not torch.equal(SeededAugmentation(Noisy(), seed=2)[0], forward[0])

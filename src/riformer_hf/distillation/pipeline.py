@@ -32,6 +32,7 @@ from ..data.rand_augment import RandAugment
 from ..models.riformer import RIFormerConfig, RIFormerForImageClassification
 from .arguments import RIFormerTrainingArguments
 from .recipes import recipe_model_values, recipe_training_values
+from .seeding import SeededAugmentation
 from .teachers import from_poolformer
 from .trainer import RIFormerDistillationTrainer
 
@@ -239,6 +240,18 @@ def build_train_transform(processor, script_args: ScriptArguments, training_args
     )
 
 
+def _seeded(train_dataset, training_args):
+    """Per-example augmentation seeds (exact resumption), for map-style data whose loader workers learn the epoch:
+    not for streams, nor persistent workers (accelerate's `set_epoch` would not reach their copies)."""
+    if isinstance(train_dataset, IterableDataset):
+        return train_dataset
+    if training_args.dataloader_persistent_workers and training_args.dataloader_num_workers > 0:
+        logger.warning("Persistent data-loader workers: augmentation is drawn from the workers' RNG, so a resumed run's "
+                       "augmentation differs from the uninterrupted run's.")
+        return train_dataset
+    return SeededAugmentation(train_dataset, training_args.seed)
+
+
 def build_student(model_args: ModelArguments, id2label, label2id, poolformer=None) -> RIFormerForImageClassification:
     """The student: from a PoolFormer (`--init_from_teacher`), trained weights, a config or a preset."""
     overrides = {
@@ -337,7 +350,7 @@ def build_trainer(
         imitation_teacher=imitation_teacher,
         teacher_processor=teacher_processor,
         imitation_teacher_processor=imitation_processor,
-        train_dataset=with_image_transform(data["train"], train_transform, **columns),
+        train_dataset=_seeded(with_image_transform(data["train"], train_transform, **columns), training_args),
         eval_dataset=with_image_transform(data["eval"], ProcessorTransform(processor), split="evaluation", **columns),
         data_collator=default_data_collator,
         processing_class=processor,
