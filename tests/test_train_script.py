@@ -13,6 +13,7 @@ from PIL import Image
 from safetensors.torch import load_file
 from transformers import PoolFormerConfig, PoolFormerForImageClassification
 
+from riformer_hf.data import make_image_processor
 from riformer_hf.distillation.pipeline import ModelArguments, build_student
 from riformer_hf.distillation.pipeline import run_training as main
 
@@ -25,6 +26,9 @@ QUICK = [
 # No random crops: Trainer restores the RNG state after fetching the first resumed batch, so exact resumption needs a
 # data pipeline that draws no random numbers (drop path may: its draws come after the restore).
 DETERMINISTIC_DATA = ["--min_crop_area", "1.0"]
+# Every random augmentation of the recipe: crops, flips, RandAugment (CPU), mixup / cutmix and erasing (device).
+RANDOM_AUGMENTATION = ["--min_crop_area", "0.3", "--hflip", "0.5", "--aa", "rand-m9-mstd0.5-inc1", "--mixup", "0.8",
+                       "--cutmix", "1.0", "--reprob", "0.25", "--label_smoothing_factor", "0.1"]
 
 
 
@@ -36,6 +40,7 @@ def digits_poolformer(path: Path, depths=(1, 1, 1, 1), widths=(8, 8, 8, 8)) -> P
     )
     torch.manual_seed(0)
     PoolFormerForImageClassification(config).save_pretrained(path)
+    make_image_processor(32).save_pretrained(path)  # the teacher's input: 32 px, ImageNet normalisation
     return path
 
 
@@ -135,7 +140,7 @@ def test_two_process_accelerate_launch_on_cpu(tmp_path):
         str(ROOT / "configs" / "accelerate_cpu_2proc.yaml"), "--main_process_port", str(free_port()), str(runner),
         "--output_dir", str(tmp_path / "run"), "--image_size", "32", "--teacher_model", str(teacher_dir),
         "--init_from_teacher", "--distillation_type", "soft", "--lambda_hidden", "1.0", "--drop_path_rate", "0.1",
-        "--per_device_train_batch_size", "4", "--max_train_samples", "32", "--max_eval_samples", "16",
+        *RANDOM_AUGMENTATION, "--per_device_train_batch_size", "4", "--max_train_samples", "32", "--max_eval_samples", "16",
         "--max_steps", "3", "--save_strategy", "no", "--disable_tqdm", "true",
     ]
     done = subprocess.run(
@@ -194,3 +199,146 @@ def test_train_transform_crops_within_its_ranges_and_is_seeded():
     # a flip is a horizontal mirror of the same crop
     flip = TrainTransform(24, scale=(1.0, 1.0), hflip=1.0)
     assert torch.equal(flip(image), whole(image).flip(-1))
+
+
+# ---- the paper's recipe, augmentation flags, teachers' preprocessing, reproducibility ----
+
+
+def test_recipe_flag_sets_the_recipe_and_explicit_flags_override_it(tmp_path):
+    from riformer_hf.distillation.pipeline import parse_args
+
+    _, model_args, training = parse_args([
+        "--output_dir", str(tmp_path), "--recipe", "riformer-s24", "--per_device_train_batch_size", "64",
+        "--gradient_accumulation_steps", "4", "--weight_decay", "0.0", "--mixup", "0", "--use_cpu",
+    ])
+    assert training.recipe == "riformer-s24"
+    assert training.learning_rate == pytest.approx(1e-3 * 256 / 1024)  # from the effective batch
+    assert (training.weight_decay, training.mixup) == (0.0, 0.0)  # explicit, even at the fields' defaults
+    assert (training.cutmix, training.reprob, training.aa) == (1.0, 0.25, "rand-m9-mstd0.5-inc1")
+    assert (training.lambda_hidden, training.lambda_mixer, training.lambda_relation) == (3e-4, 5e-3, 4.0)
+    assert (training.num_train_epochs, training.warmup_steps, training.lr_scheduler_type) == (600, 5 / 600, "cosine")
+    assert model_args.drop_path_rate == 0.1
+    _, model_args, training = parse_args(["--output_dir", str(tmp_path), "--recipe=riformer-s12",
+                                          "--drop_path_rate", "0.0", "--num_train_epochs", "100", "--use_cpu"])
+    assert model_args.drop_path_rate == 0.0 and training.warmup_steps == 5 / 100
+    assert training.learning_rate == pytest.approx(1e-3 * 8 / 1024)
+
+
+def test_help_describes_the_recipe_options():
+    done = subprocess.run([str(Path(sys.executable).with_name("riformer-train")), "--help"], capture_output=True,
+                          text=True, env={**os.environ, "COLUMNS": "200"})
+    assert done.returncode == 0
+    text = " ".join(done.stdout.split())
+    for phrase in ("--recipe", "riformer-s36 (λ extrapolated from S24)", "--aa", "RandAugment policy", "--mixup",
+                   "Mixup α", "--cutmix", "--mixup_switch_prob", "--reprob", "Random-erasing probability",
+                   "--color_jitter", "--teacher_image_size"):
+        assert phrase in text, phrase
+
+
+@pytest.mark.parametrize(
+    "flags,match",
+    [
+        (["--mixup", "-1"], "--mixup -1.0: must be >= 0.0"),
+        (["--reprob", "2"], r"--reprob 2.0: must be in \[0.0, 1.0\]"),
+        (["--aa", "rand-m9-zz"], "--aa 'rand-m9-zz'"),
+        (["--recipe", "unknown"], "--recipe 'unknown' is not a recipe"),
+    ],
+)
+def test_bad_augmentation_flags_fail_before_data_is_read(tmp_path, monkeypatch, flags, match):
+    import riformer_hf.distillation.pipeline as pipeline
+
+    monkeypatch.setattr(pipeline, "load_image_dataset", lambda *a, **k: pytest.fail("data read"))
+    with pytest.raises(ValueError, match=match):
+        main(["--output_dir", str(tmp_path / "run"), *flags])
+
+
+def test_bad_flag_is_one_error_line_from_the_console_script(tmp_path):
+    done = subprocess.run([str(Path(sys.executable).with_name("riformer-train")), "--output_dir", str(tmp_path),
+                           "--mixup", "-1"], capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "error: --mixup -1.0: must be >= 0.0 (the Beta(α, α) parameter of mixup; 0 turns it off)."]
+
+
+def test_teacher_preprocessing_is_read_given_or_refused(tmp_path):
+    teacher_dir = digits_poolformer(tmp_path / "teacher", widths=(8, 16, 16, 16))
+    (teacher_dir / "preprocessor_config.json").unlink()
+    common = ["--output_dir", str(tmp_path / "run"), *TINY, *QUICK, "--max_steps", "1", "--save_strategy", "no",
+              "--teacher_model", str(teacher_dir), "--distillation_type", "soft"]
+    with pytest.raises(ValueError, match="Cannot tell what input the teacher .* --teacher_image_size N --teacher_mean"):
+        main(common)
+    with pytest.raises(ValueError, match="go together"):
+        main([*common, "--teacher_image_size", "64"])
+    trainer = main([*common, "--teacher_image_size", "64", "--teacher_mean", "0.5", "0.5", "0.5", "--teacher_std",
+                    "0.5", "0.5", "0.5"])
+    (converter,) = trainer._teacher_converters.values()
+    assert (converter.teacher.height, converter.teacher.mean) == (64, (0.5, 0.5, 0.5)) and not converter.identity
+
+    imitation_dir = digits_poolformer(tmp_path / "imitation")
+    make_image_processor(32, mean=(0.5,) * 3, std=(0.5,) * 3).save_pretrained(imitation_dir)
+    with pytest.raises(ValueError, match="imitation teacher expects 32×32, mean \\(0.5, 0.5, 0.5\\)"):
+        main(["--output_dir", str(tmp_path / "run2"), *TINY, *QUICK, "--max_steps", "1", "--imitation_teacher",
+              str(imitation_dir), "--lambda_hidden", "1.0"])
+
+
+def _train_with_initial_weights(argv):
+    from riformer_hf.distillation.pipeline import build_trainer, parse_args
+
+    trainer = build_trainer(*parse_args(argv))
+    initial = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    trainer.train()
+    return initial, trainer.model.state_dict()
+
+
+def test_same_seed_same_run_with_random_augmentation(tmp_path):
+    def run(name, seed):
+        return _train_with_initial_weights([
+            "--output_dir", str(tmp_path / name), *TINY, *QUICK, *RANDOM_AUGMENTATION, "--drop_path_rate", "0.1",
+            "--max_steps", "3", "--save_strategy", "no", "--seed", str(seed),
+        ])
+
+    (init_a, final_a), (init_b, final_b), (init_c, final_c) = run("a", 5), run("b", 5), run("c", 6)
+    for key in init_a:
+        assert torch.equal(init_a[key], init_b[key]) and torch.equal(final_a[key], final_b[key]), key
+    assert any(not torch.equal(init_a[k], init_c[k]) for k in init_a)
+    assert any(not torch.equal(final_a[k] - init_a[k], final_c[k] - init_c[k]) for k in init_a)
+
+
+def test_resume_with_random_augmentation_is_exact(tmp_path):
+    """Per-example augmentation seeds make the first resumed batch (loaded before Trainer restores the RNG) the same
+    as in the uninterrupted run; mixing and erasing draw from the restored RNG."""
+    steps = ["--max_steps", "4", "--save_steps", "2", "--seed", "3", "--drop_path_rate", "0.1"]
+    first = main(["--output_dir", str(tmp_path / "run"), *TINY, *QUICK, *RANDOM_AUGMENTATION, *steps])
+    resumed = main([
+        "--output_dir", str(tmp_path / "resumed"), *TINY, *QUICK, *RANDOM_AUGMENTATION, *steps,
+        "--resume_from_checkpoint", str(tmp_path / "run" / "checkpoint-2"),
+    ])
+    for (name, a), b in zip(first.model.named_parameters(), resumed.model.parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6, msg=name)
+
+
+def test_seeded_augmentation_depends_on_seed_epoch_and_index_only():
+    from riformer_hf.distillation.seeding import SeededAugmentation
+
+    class Noisy(torch.utils.data.Dataset):
+        def __len__(self):
+            return 5
+
+        def __getitem__(self, i):
+            return torch.rand(3) + i
+
+        def __getitems__(self, indices):  # as datasets.Dataset has: the loader must not bypass the seeding with it
+            return [self[i] for i in indices]
+
+    data = SeededAugmentation(Noisy(), seed=1)
+    assert not hasattr(data, "__getitems__") and len(data) == 5
+    torch.manual_seed(0)
+    state = torch.get_rng_state()
+    forward = [data[i] for i in range(5)]
+    assert torch.equal(state, torch.get_rng_state())  # the process's RNG is left alone
+    backward = [data[i] for i in reversed(range(5))][::-1]
+    assert all(torch.equal(a, b) for a, b in zip(forward, backward))  # order does not matter
+    assert not torch.equal(forward[0], forward[1] - 1)
+    data.set_epoch(1)
+    assert not torch.equal(data[0], forward[0])  # fresh augmentation every epoch
+    assert not torch.equal(SeededAugmentation(Noisy(), seed=2)[0], forward[0])

@@ -323,3 +323,208 @@ def test_arguments_are_validated(tmp_path):
         args(tmp_path, lambda_relation=-1.0)
     with pytest.raises(TypeError, match="RIFormerTrainingArguments"):
         RIFormerDistillationTrainer(student(), TrainingArguments(output_dir=str(tmp_path), use_cpu=True))
+
+
+# ---- the recipe's augmentation on the device ----
+
+MIXING = {"mixup": 0.8, "cutmix": 1.0, "reprob": 0.25, "label_smoothing_factor": 0.1}
+
+
+def record_inputs(module):
+    seen = []
+    module.register_forward_pre_hook(lambda m, a, k: seen.append((a[0] if a else k["pixel_values"]).clone()),
+                                     with_kwargs=True)
+    return seen
+
+
+def test_teachers_see_the_mixed_erased_batch_and_the_label_term_uses_the_soft_targets(tmp_path):
+    pool, model = teacher(), student()
+    trainer = RIFormerDistillationTrainer(
+        model, args(tmp_path, distillation_type="soft", distillation_alpha=0.3, **MIXING), teacher_model=pool,
+    )
+    teacher_seen, student_seen = record_inputs(pool), record_inputs(model)
+    augmented = []
+    augment = trainer.augment_batch
+    trainer.augment_batch = lambda x, y: augmented.append(augment(x, y)) or augmented[-1]
+    batch = {"pixel_values": torch.randn(6, 3, 32, 32), "labels": torch.tensor([0, 1, 2, 0, 1, 2])}
+    model.train()
+    torch.manual_seed(3)
+    loss = trainer.compute_loss(model, batch)
+    (images, targets), = augmented
+    assert not torch.equal(images, batch["pixel_values"]) and targets.shape == (6, 3)
+    assert torch.equal(teacher_seen[0], images) and torch.equal(student_seen[0], images)
+
+    model.eval()  # drop path is 0: the same function in both modes
+    with torch.no_grad():
+        out = model(images)
+        teacher_logits = pool(images).logits
+    smoothed = (1 - 0.1) * torch.nn.functional.one_hot(batch["labels"], 3) + 0.1 / 3
+    assert not torch.allclose(targets, smoothed)  # mixed
+    ce = -(targets * out.logits.log_softmax(-1)).sum(-1).mean()
+    kd = soft_distillation_loss(out.logits, teacher_logits)
+    logged = trainer._pop_term_means("train")
+    assert logged["loss_ce"] == pytest.approx(ce.item(), rel=1e-5)
+    assert logged["loss_kd"] == pytest.approx(kd.item(), rel=1e-5)  # the KD target: the teacher on the mixed images
+    torch.testing.assert_close(loss.detach(), 0.7 * ce + 0.3 * kd, rtol=1e-5, atol=1e-7)
+    # evaluation never augments
+    teacher_seen.clear()
+    with torch.no_grad():
+        trainer.compute_loss(model, batch)
+    assert torch.equal(teacher_seen[0], batch["pixel_values"])
+
+
+def test_label_smoothing_applies_without_mixing(tmp_path):
+    model = student()
+    trainer = RIFormerDistillationTrainer(model, args(tmp_path, label_smoothing_factor=0.1))
+    batch = {"pixel_values": torch.randn(4, 3, 32, 32), "labels": torch.tensor([0, 1, 2, 0])}
+    model.eval()
+    loss = trainer.compute_loss(model, batch)
+    with torch.no_grad():
+        logits = model(batch["pixel_values"]).logits
+    torch.testing.assert_close(loss, torch.nn.functional.cross_entropy(logits, batch["labels"], label_smoothing=0.1))
+
+
+def test_gradient_accumulation_with_mixing_is_the_gradient_over_the_mixed_images(tmp_path):
+    """Mixing happens per micro-batch (each draws its own λ and pairs its own images). What accumulation keeps exact:
+    micro-batches of 4 + 2 give the loss, gradient and weights of one batch of those same 6 mixed images, i.e. the
+    normalisation over `num_items_in_batch` is unchanged by mixing."""
+    dataset = Images(n=6)
+    recorded = []
+
+    def recording(trainer):
+        augment = trainer.augment_batch
+        trainer.augment_batch = lambda x, y: recorded.append(augment(x, y)) or recorded[-1]
+
+    def replaying(trainer):
+        images = torch.cat([r[0] for r in recorded])
+        targets = torch.cat([r[1] for r in recorded])
+        trainer.augment_batch = lambda x, y: (images, targets)
+
+    def one_step(name, hook, **kwargs):
+        model = student()
+        trainer = RIFormerDistillationTrainer(
+            model, args(tmp_path / name, distillation_type="soft", optim="sgd", learning_rate=0.5, max_steps=1,
+                        **IMITATION, **MIXING, **kwargs),
+            teacher_model=teacher(), train_dataset=dataset,
+        )
+        hook(trainer)
+        trainer.train()
+        return trainer.state.log_history[0], model
+
+    acc_log, acc = one_step("acc", recording, per_device_train_batch_size=4, gradient_accumulation_steps=2)
+    assert [len(r[0]) for r in recorded] == [4, 2]
+    big_log, big = one_step("big", replaying, per_device_train_batch_size=6)
+    assert acc_log["loss"] == pytest.approx(big_log["loss"], rel=1e-5)
+    assert acc_log["grad_norm"] == pytest.approx(big_log["grad_norm"], rel=1e-4)
+    for term in ("loss_ce", "loss_kd", "loss_hidden", "loss_mixer", "loss_relation"):
+        assert acc_log[term] == pytest.approx(big_log[term], rel=1e-5)
+    for (name, a), b in zip(big.named_parameters(), acc.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_teacher_with_other_preprocessing_receives_the_converted_batch(tmp_path):
+    """Student: 32 px, ImageNet mean/std. Teacher: 64 px, mean 0.5 / std 0.5. The teacher receives the student's
+    images normalised its way and resized bicubically (antialias) to 64 px."""
+    from riformer_hf.data import IMAGENET_MEAN, IMAGENET_STD, make_image_processor
+
+    logit_teacher = teacher(seed=5, hidden_sizes=(8, 16, 16, 16))
+    model = student()
+    trainer = RIFormerDistillationTrainer(
+        model, args(tmp_path, distillation_type="soft"), teacher_model=logit_teacher,
+        processing_class=make_image_processor(32), teacher_processor=make_image_processor(64, mean=(0.5,) * 3,
+                                                                                           std=(0.5,) * 3),
+    )
+    seen = record_inputs(logit_teacher)
+    raw = torch.rand(3, 3, 32, 32)  # images in [0, 1]
+    mean, std = torch.tensor(IMAGENET_MEAN).view(3, 1, 1), torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    batch = {"pixel_values": (raw - mean) / std, "labels": torch.tensor([0, 1, 2])}
+    model.train()
+    trainer.compute_loss(model, batch)
+    expected = torch.nn.functional.interpolate((raw - 0.5) / 0.5, size=(64, 64), mode="bicubic", antialias=True)
+    assert seen[0].shape == (3, 3, 64, 64)
+    torch.testing.assert_close(seen[0], expected, rtol=0, atol=1e-5)
+
+
+def test_teacher_preprocessing_errors(tmp_path):
+    from riformer_hf.data import make_image_processor
+
+    other = make_image_processor(32, mean=(0.5,) * 3, std=(0.5,) * 3)
+    with pytest.raises(ValueError, match=r"imitation teacher expects 32×32, mean \(0.5, 0.5, 0.5\).*same tensor"):
+        RIFormerDistillationTrainer(student(), args(tmp_path, lambda_hidden=1.0), imitation_teacher=teacher(),
+                                    processing_class=make_image_processor(32), imitation_teacher_processor=other)
+    with pytest.raises(ValueError, match="imitation teacher expects"):  # the logit teacher that also imitates
+        RIFormerDistillationTrainer(student(), args(tmp_path, distillation_type="soft", lambda_hidden=1.0),
+                                    teacher_model=teacher(), processing_class=make_image_processor(32),
+                                    teacher_processor=make_image_processor(64))
+    with pytest.raises(ValueError, match="pass `processing_class=`"):
+        RIFormerDistillationTrainer(student(), args(tmp_path, distillation_type="soft"), teacher_model=teacher(),
+                                    teacher_processor=other)
+
+
+@pytest.mark.parametrize("mixing", [False, True])
+def test_resume_with_mixing_and_erasing_reaches_the_same_weights(tmp_path, mixing):
+    """Mixing and erasing draw from torch's global RNG inside the step; Trainer saves and restores it."""
+    def make(output, seed):
+        model = student(seed=seed)
+        trainer = RIFormerDistillationTrainer(
+            model, args(tmp_path / output, distillation_type="soft", distillation_alpha=0.5, max_steps=4,
+                        save_strategy="steps", save_steps=2, **(MIXING if mixing else {})),
+            teacher_model=teacher(), train_dataset=Images(n=12),
+        )
+        return trainer, model
+
+    straight, straight_model = make("a", seed=1)
+    straight.train()
+    resumed, resumed_model = make("b", seed=7)
+    resumed.train(resume_from_checkpoint=str(tmp_path / "a" / "out" / "checkpoint-2"))
+    for (name, a), b in zip(straight_model.named_parameters(), resumed_model.parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6, msg=name)
+
+
+@pytest.mark.parametrize(
+    "flag,value,match",
+    [
+        ("mixup", -1.0, r"--mixup -1.0: must be >= 0.0 \(the Beta"),
+        ("cutmix", -0.5, r"--cutmix -0.5: must be >= 0.0"),
+        ("reprob", 2.0, r"--reprob 2.0: must be in \[0.0, 1.0\] \(the random-erasing probability"),
+        ("mixup_prob", 1.5, r"--mixup_prob 1.5: must be in \[0.0, 1.0\]"),
+        ("mixup_switch_prob", -0.1, r"--mixup_switch_prob -0.1: must be in \[0.0, 1.0\]"),
+        ("aa", "rand-q9", r"--aa 'rand-q9': "),
+        ("recipe", "unknown", r"--recipe 'unknown' is not a recipe; choose one of riformer-s12, riformer-s24"),
+    ],
+)
+def test_augmentation_arguments_are_validated(tmp_path, flag, value, match):
+    with pytest.raises(ValueError, match=match):
+        args(tmp_path, **{flag: value})
+
+
+def test_recipe_sets_the_paper_recipe_and_explicit_values_win(tmp_path):
+    s12 = args(tmp_path, recipe="riformer-s12", per_device_train_batch_size=64, gradient_accumulation_steps=2,
+               learning_rate=5e-5, logging_steps=500)
+    assert s12.learning_rate == 1e-3 * 128 / 1024  # 5e-5 is TrainingArguments' default: the recipe sets it
+    assert (s12.weight_decay, s12.adam_beta1, s12.adam_beta2, s12.num_train_epochs) == (0.05, 0.9, 0.999, 600)
+    assert s12.lr_scheduler_type == "cosine" and s12.optim == "adamw_torch" and s12.warmup_steps == 5 / 600
+    assert (s12.distillation_type, s12.distillation_alpha) == ("soft", 1.0)
+    assert (s12.lambda_hidden, s12.lambda_mixer, s12.lambda_relation) == (1e-4, 1e-3, 1.0)
+    assert (s12.feature_epochs, s12.relation_epochs, s12.imitation_layers) == (400, 100, None)  # None: 4 layers
+    assert (s12.aa, s12.mixup, s12.cutmix, s12.mixup_prob, s12.mixup_switch_prob, s12.reprob) == (
+        "rand-m9-mstd0.5-inc1", 0.8, 1.0, 1.0, 0.5, 0.25)
+    assert s12.label_smoothing_factor == 0.1 and s12.mixes_batches
+    s24 = args(tmp_path, recipe="riformer-s24", weight_decay=0.02, num_train_epochs=300, mixup=0.0)
+    assert (s24.lambda_hidden, s24.lambda_mixer, s24.lambda_relation) == (3e-4, 5e-3, 4.0)
+    assert (s24.weight_decay, s24.num_train_epochs, s24.warmup_steps) == (0.02, 300, 5 / 300)
+    assert s24.mixup == 0.8  # 0.0 is the field's default: the Python API cannot tell it from unset (the CLI can)
+    from riformer_hf.distillation.recipes import RECIPES
+
+    assert [n for n, r in RECIPES.items() if r.extrapolated] == ["riformer-s36", "riformer-m36", "riformer-m48"]
+    assert args(tmp_path, recipe="riformer-m48").lambda_relation == 4.0
+
+
+def test_card_recipe_records_the_augmentation(tmp_path):
+    from riformer_hf.export.model_card import RECIPE_MEANINGS, recipe_from_training
+
+    recipe = recipe_from_training(args(tmp_path, recipe="riformer-s12", per_device_train_batch_size=32))
+    assert {k: recipe[k] for k in ("recipe", "aa", "mixup", "cutmix", "reprob", "label_smoothing_factor")} == {
+        "recipe": "riformer-s12", "aa": "rand-m9-mstd0.5-inc1", "mixup": 0.8, "cutmix": 1.0, "reprob": 0.25,
+        "label_smoothing_factor": 0.1}
+    assert set(recipe) <= set(RECIPE_MEANINGS)

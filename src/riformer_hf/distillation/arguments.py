@@ -1,10 +1,12 @@
 """`RIFormerTrainingArguments`: transformers' `TrainingArguments` plus RIFormer's distillation recipe."""
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import torch
 from transformers import TrainingArguments
+
+from .recipes import check_recipe, recipe_help, recipe_training_values
 
 DISTILLATION_TYPES = ("none", "soft", "hard")
 LOSS_TERMS = ("ce", "kd", "hidden", "mixer", "relation")
@@ -15,6 +17,23 @@ def _has_accelerator() -> bool:
     if hasattr(torch, "accelerator"):  # torch >= 2.6
         return torch.accelerator.is_available()
     return torch.cuda.is_available()
+
+
+def _check_range(flag: str, value, low: float, high: float | None, meaning: str) -> None:
+    if value is not None and not (low <= value and (high is None or value <= high)):
+        bounds = f"in [{low}, {high}]" if high is not None else f">= {low}"
+        raise ValueError(f"--{flag} {value}: must be {bounds} ({meaning}).")
+
+
+def _check_rand_augment(spec: str) -> None:
+    try:
+        from ..data.rand_augment import parse_rand_augment
+    except ImportError as error:
+        raise ValueError(f"--aa {spec!r}: this installation has no RandAugment ({error}).") from None
+    try:
+        parse_rand_augment(spec)
+    except ValueError as error:
+        raise ValueError(f"--aa {spec!r}: {error}") from None
 
 
 @dataclass
@@ -61,7 +80,57 @@ class RIFormerTrainingArguments(TrainingArguments):
         metadata={"help": "Apply the relation term during the first N epochs only (paper: 100 of 600)."},
     )
 
+    recipe: str | None = field(default=None, metadata={"help": recipe_help()})
+    aa: str | None = field(
+        default=None,
+        metadata={"help": "RandAugment policy in timm's format, per training image (the recipe: rand-m9-mstd0.5-inc1 = "
+                  "2 ops of magnitude 9, σ 0.5, increasing set); 'none' turns it off."},
+    )
+    color_jitter: float | None = field(
+        default=None,
+        metadata={"help": "Colour-jitter strength (brightness, contrast, saturation) per training image; only "
+                  "without --aa."},
+    )
+    mixup: float = field(
+        default=0.0, metadata={"help": "Mixup α: λ ~ Beta(α, α), one per batch, on the device; 0 = off (recipe 0.8)."}
+    )
+    cutmix: float = field(
+        default=0.0,
+        metadata={"help": "CutMix α: a box of side √(1 − λ), λ ~ Beta(α, α), λ corrected to the box; 0 = off "
+                  "(recipe 1.0)."},
+    )
+    mixup_prob: float = field(
+        default=1.0, metadata={"help": "Probability that a batch is mixed (mixup or cutmix) when either is on."}
+    )
+    mixup_switch_prob: float = field(
+        default=0.5, metadata={"help": "Probability of cutmix rather than mixup for a batch when both are on."}
+    )
+    reprob: float = field(
+        default=0.0,
+        metadata={"help": "Random-erasing probability per training image, on the device after normalisation: one box "
+                  "of N(0, 1) pixels, 0.02 to 1/3 of the image (recipe 0.25)."},
+    )
+
     def __post_init__(self):
+        check_recipe(self.recipe)
+        if self.recipe is not None:
+            self._apply_recipe()
+        if self.aa is not None and self.aa.lower() in ("", "none"):
+            self.aa = None
+        _check_range("mixup", self.mixup, 0.0, None, "the Beta(α, α) parameter of mixup; 0 turns it off")
+        _check_range("cutmix", self.cutmix, 0.0, None, "the Beta(α, α) parameter of cutmix; 0 turns it off")
+        _check_range("mixup_prob", self.mixup_prob, 0.0, 1.0, "a probability")
+        _check_range("mixup_switch_prob", self.mixup_switch_prob, 0.0, 1.0, "a probability")
+        _check_range("reprob", self.reprob, 0.0, 1.0, "the random-erasing probability per image")
+        _check_range("color_jitter", self.color_jitter, 0.0, None, "a jitter strength")
+        _check_range("label_smoothing_factor", self.label_smoothing_factor, 0.0, 1.0, "the label-smoothing ε")
+        if self.aa is not None:
+            _check_rand_augment(self.aa)
+            if self.color_jitter:
+                raise ValueError(
+                    f"--color_jitter {self.color_jitter} with --aa {self.aa!r}: colour jitter is used only without "
+                    "RandAugment; drop one of them (--aa none turns RandAugment off)."
+                )
         if self.distillation_type not in DISTILLATION_TYPES:
             raise ValueError(
                 f"distillation_type={self.distillation_type!r}; choose one of {', '.join(DISTILLATION_TYPES)}."
@@ -80,6 +149,17 @@ class RIFormerTrainingArguments(TrainingArguments):
             self.use_cpu = True
         super().__post_init__()
 
+    def _apply_recipe(self) -> None:
+        """Set the recipe's values on every field still at its default (riformer-train passes the flags it was given
+        explicitly through its parser instead, so that an explicit value equal to a default also wins)."""
+        defaults = {f.name: f.default for f in fields(self) if f.init}
+        epochs = None if self.num_train_epochs == defaults["num_train_epochs"] else self.num_train_epochs
+        processes = int(os.environ.get("WORLD_SIZE", "1"))
+        batch = self.per_device_train_batch_size * self.gradient_accumulation_steps * processes
+        for name, value in recipe_training_values(self.recipe, batch, epochs).items():
+            if getattr(self, name) == defaults[name]:
+                setattr(self, name, value)
+
     @property
     def uses_labels(self) -> bool:
         """Whether the training loss reads the labels (anything but label-free distillation)."""
@@ -88,6 +168,11 @@ class RIFormerTrainingArguments(TrainingArguments):
     @property
     def imitation_weights(self) -> dict[str, float]:
         return {"hidden": self.lambda_hidden, "mixer": self.lambda_mixer, "relation": self.lambda_relation}
+
+    @property
+    def mixes_batches(self) -> bool:
+        """Whether training batches are mixed (mixup or cutmix) on the device."""
+        return self.mixup_prob > 0 and (self.mixup > 0 or self.cutmix > 0)
 
 
 __all__ = ["DISTILLATION_TYPES", "IMITATION_TERMS", "LOSS_TERMS", "RIFormerTrainingArguments"]

@@ -18,6 +18,7 @@ from transformers.utils import logging
 
 from ..data import (
     PRESET_CROP_PCT,
+    ProcessorSpec,
     ProcessorTransform,
     TrainTransform,
     digits_dataset,
@@ -26,9 +27,12 @@ from ..data import (
     processor_spec,
     with_image_transform,
 )
-from ..data.preprocessing import DEFAULT_CROP_PCT
+from ..data.preprocessing import DEFAULT_CROP_PCT, PROCESSOR_FILE
+from ..data.rand_augment import RandAugment
 from ..models.riformer import RIFormerConfig, RIFormerForImageClassification
 from .arguments import RIFormerTrainingArguments
+from .recipes import recipe_model_values, recipe_training_values
+from .seeding import SeededAugmentation
 from .teachers import from_poolformer
 from .trainer import RIFormerDistillationTrainer
 
@@ -115,6 +119,17 @@ class ModelArguments:
         default=False,
         metadata={"help": "Initialise the student from the PoolFormer teacher (all but the affine mixers)."},
     )
+    teacher_image_size: int | None = field(
+        default=None,
+        metadata={"help": "Input resolution of a teacher saved without an image processor (with --teacher_mean and "
+                  "--teacher_std); the student's batches are resized to it on the device (bicubic, antialiased)."},
+    )
+    teacher_mean: list[float] | None = field(
+        default=None, metadata={"help": "Normalisation mean of a teacher saved without an image processor."}
+    )
+    teacher_std: list[float] | None = field(
+        default=None, metadata={"help": "Normalisation std of a teacher saved without an image processor."}
+    )
 
 
 def accuracy_metrics(eval_pred) -> dict[str, float]:
@@ -190,6 +205,53 @@ def load_teacher(name_or_path: str):
     return AutoModelForImageClassification.from_pretrained(name_or_path)
 
 
+def teacher_preprocessing(name_or_path: str, model_args: ModelArguments):
+    """What a teacher expects as input: the image processor saved with it, else the --teacher_image_size /
+    --teacher_mean / --teacher_std spec; a ValueError naming those flags when neither tells."""
+    processor = load_image_processor(name_or_path)
+    if processor is not None:
+        return processor
+    flags = (model_args.teacher_image_size, model_args.teacher_mean, model_args.teacher_std)
+    if all(v is None for v in flags):
+        raise ValueError(
+            f"Cannot tell what input the teacher {name_or_path} expects: it has no image processor "
+            f"({PROCESSOR_FILE}). Pass --teacher_image_size N --teacher_mean R G B --teacher_std R G B (the resolution "
+            "and normalisation it was trained with), or save its image processor with it."
+        )
+    if any(v is None for v in flags) or len(model_args.teacher_mean) != 3 or len(model_args.teacher_std) != 3:
+        raise ValueError(
+            "--teacher_image_size, --teacher_mean and --teacher_std go together (a size and three values each); got "
+            f"{model_args.teacher_image_size}, {model_args.teacher_mean}, {model_args.teacher_std}."
+        )
+    size = model_args.teacher_image_size
+    return ProcessorSpec(size, size, tuple(model_args.teacher_mean), tuple(model_args.teacher_std))
+
+
+def build_train_transform(processor, script_args: ScriptArguments, training_args, hflip: float) -> TrainTransform:
+    """Crop, flip, then RandAugment (`--aa`, filling with the mean pixel) or colour jitter (`--color_jitter`)."""
+    spec = processor_spec(processor)
+    rand_augment = None
+    if training_args.aa is not None:
+        fill = tuple(round(255 * m) for m in spec.mean)
+        rand_augment = RandAugment.from_string(training_args.aa, fill=fill)
+    return TrainTransform.from_image_processor(
+        processor, scale=(script_args.min_crop_area, 1.0), hflip=hflip, rand_augment=rand_augment,
+        color_jitter=training_args.color_jitter,
+    )
+
+
+def _seeded(train_dataset, training_args):
+    """Per-example augmentation seeds (exact resumption), for map-style data whose loader workers learn the epoch:
+    not for streams, nor persistent workers (accelerate's `set_epoch` would not reach their copies)."""
+    if isinstance(train_dataset, IterableDataset):
+        return train_dataset
+    if training_args.dataloader_persistent_workers and training_args.dataloader_num_workers > 0:
+        logger.warning("Persistent data-loader workers: augmentation is drawn from the workers' RNG, so a resumed run's "
+                       "augmentation differs from the uninterrupted run's.")
+        return train_dataset
+    return SeededAugmentation(train_dataset, training_args.seed)
+
+
 def build_student(model_args: ModelArguments, id2label, label2id, poolformer=None) -> RIFormerForImageClassification:
     """The student: from a PoolFormer (`--init_from_teacher`), trained weights, a config or a preset."""
     overrides = {
@@ -262,6 +324,10 @@ def build_trainer(
     with training_args.main_process_first(desc="loading data and models"):  # one process downloads, the others reuse
         teacher = load_teacher(model_args.teacher_model) if model_args.teacher_model else None
         imitation_teacher = load_teacher(model_args.imitation_teacher) if model_args.imitation_teacher else None
+        teacher_processor = teacher_preprocessing(model_args.teacher_model, model_args) if teacher else None
+        imitation_processor = (
+            teacher_preprocessing(model_args.imitation_teacher, model_args) if imitation_teacher else None
+        )
         poolformer = imitation_teacher or (teacher if isinstance(teacher, PoolFormerForImageClassification) else None)
         sources = [model_args.model_name_or_path] if model_args.model_name_or_path else []
         if model_args.init_from_teacher and poolformer is not None:
@@ -274,9 +340,7 @@ def build_trainer(
     if script_args.streaming:
         data["train"] = data["train"].shuffle(seed=training_args.seed, buffer_size=STREAM_SHUFFLE_BUFFER)
     hflip = script_args.hflip if script_args.hflip is not None else (0.0 if embedded else 0.5)
-    train_transform = TrainTransform.from_image_processor(
-        processor, scale=(script_args.min_crop_area, 1.0), hflip=hflip
-    )
+    train_transform = build_train_transform(processor, script_args, training_args, hflip)
     columns = {"image_column": script_args.image_column, "label_column": script_args.label_column,
                "skip_bad_images": script_args.skip_bad_images}
     return RIFormerDistillationTrainer(
@@ -284,7 +348,9 @@ def build_trainer(
         args=training_args,
         teacher_model=teacher,
         imitation_teacher=imitation_teacher,
-        train_dataset=with_image_transform(data["train"], train_transform, **columns),
+        teacher_processor=teacher_processor,
+        imitation_teacher_processor=imitation_processor,
+        train_dataset=_seeded(with_image_transform(data["train"], train_transform, **columns), training_args),
         eval_dataset=with_image_transform(data["eval"], ProcessorTransform(processor), split="evaluation", **columns),
         data_collator=default_data_collator,
         processing_class=processor,
@@ -292,11 +358,46 @@ def build_trainer(
     )
 
 
+def _explicit_destinations(parser, argv: list[str]) -> set[str]:
+    """The argument names given on the command line (`--name value` or `--name=value`)."""
+    options = {option: action.dest for action in parser._actions for option in action.option_strings}
+    return {options[token.split("=", 1)[0]] for token in argv if token.split("=", 1)[0] in options}
+
+
+def _without_recipe(argv: list[str]) -> list[str]:
+    out, skip = [], False
+    for token in argv:
+        if skip:
+            skip = False
+        elif token == "--recipe":
+            skip = True
+        elif not token.startswith("--recipe="):
+            out.append(token)
+    return out
+
+
 def parse_args(argv=None):
+    """The three argument dataclasses. With `--recipe`, the recipe's values become the defaults of a second parse, so
+    every flag given explicitly (even at transformers' default value) overrides the recipe; the learning rate follows
+    the effective batch of the first parse."""
+    import sys
+
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = HfArgumentParser((ScriptArguments, ModelArguments, RIFormerTrainingArguments))
     # Images reach the collator as PIL images: keep the dataset's columns. Digits by default: small and quick.
     parser.set_defaults(remove_unused_columns=False, output_dir="riformer-output", report_to="none")
-    return parser.parse_args_into_dataclasses(args=argv)
+    script_args, model_args, training_args = parser.parse_args_into_dataclasses(args=argv)
+    recipe = training_args.recipe
+    if recipe is None:
+        return script_args, model_args, training_args
+    explicit = _explicit_destinations(parser, argv)
+    batch = training_args.per_device_train_batch_size * training_args.gradient_accumulation_steps
+    epochs = training_args.num_train_epochs if "num_train_epochs" in explicit else None
+    values = {**recipe_training_values(recipe, batch * training_args.world_size, epochs), **recipe_model_values(recipe)}
+    parser.set_defaults(**{name: value for name, value in values.items() if name not in explicit})
+    script_args, model_args, training_args = parser.parse_args_into_dataclasses(args=_without_recipe(argv))
+    training_args.recipe = recipe
+    return script_args, model_args, training_args
 
 
 def run_training(argv=None):

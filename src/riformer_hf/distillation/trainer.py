@@ -6,7 +6,9 @@ The loss of a batch is
     (1 − α) · loss_ce + α · loss_kd + λ_hidden · loss_hidden + λ_mixer · loss_mixer + λ_relation · loss_relation
 
 (`loss_ce` alone when `distillation_type="none"`; with α = 1, the paper's label-free recipe, `loss_ce` is only
-logged). Each term is a mean over images with the normalisation of `riformer_hf.distillation.losses`, the imitation terms summed
+logged). In training, each batch is first augmented on the device: random erasing (`reprob`), then mixup / cutmix
+(`riformer_hf.distillation.mixing`); the student and the teachers see the same augmented images, and `loss_ce` is the
+cross-entropy to the mixed, smoothed soft targets (`label_smoothing_factor`, also without mixing). Each term is a mean over images with the normalisation of `riformer_hf.distillation.losses`, the imitation terms summed
 over the imitated blocks. Every term is logged on its own: `loss_ce`, `loss_kd`, `loss_hidden`, `loss_mixer`,
 `loss_relation` in training (averaged over the images of the logging window, over all processes) and `eval_loss_ce`, …
 in evaluation.
@@ -29,6 +31,8 @@ from .losses import (
     relation_imitation_loss,
     soft_distillation_loss,
 )
+from .mixing import BatchMixer, random_erase, soft_target_cross_entropy
+from .teacher_inputs import TeacherInputConverter, as_spec, describe, same_preprocessing
 from .teachers import PoolFormerImitationAdapter, check_isomorphic, default_imitation_blocks, is_isomorphic
 
 logger = logging.get_logger(__name__)
@@ -92,6 +96,12 @@ class RIFormerDistillationTrainer(ReparameterizedExportMixin, Trainer):
         teacher_model: logit teacher, any image classifier over the student's label space.
         imitation_teacher: a transformers PoolFormer isomorphic to the student. Defaults to `teacher_model` when that
             is one; the same model then serves both roles with one forward pass per step.
+        teacher_processor: the logit teacher's image processor (or `ProcessorSpec`) when its input differs from the
+            student's (`processing_class`): each batch is then converted on the device (`teacher_inputs`). None: the
+            teacher takes the student's input as it is.
+        imitation_teacher_processor: the same for the imitation teacher (default: `teacher_processor` when the
+            teacher imitates); it must match the student's preprocessing, since features are compared position by
+            position.
         **trainer_kwargs: everything else `Trainer` takes (datasets, collator, `compute_metrics`, …).
 
     Teachers are frozen, kept in eval mode and run under `no_grad` and the accelerator's autocast. They are moved to
@@ -108,6 +118,8 @@ class RIFormerDistillationTrainer(ReparameterizedExportMixin, Trainer):
         args: RIFormerTrainingArguments | None = None,
         teacher_model: nn.Module | None = None,
         imitation_teacher: nn.Module | None = None,
+        teacher_processor=None,
+        imitation_teacher_processor=None,
         **trainer_kwargs,
     ):
         if args is None:
@@ -120,6 +132,10 @@ class RIFormerDistillationTrainer(ReparameterizedExportMixin, Trainer):
         if model is None:
             raise ValueError("RIFormerDistillationTrainer needs the student `model`.")
         imitation_teacher = self._validate(model, args, teacher_model, imitation_teacher, trainer_kwargs)
+        self._teacher_converters = self._input_converters(
+            teacher_model, imitation_teacher, teacher_processor, imitation_teacher_processor,
+            trainer_kwargs.get("processing_class"),
+        )
         super().__init__(model=model, args=args, **trainer_kwargs)
         # Count the images of every accumulated batch (Trainer does so only for models that take loss kwargs), so that
         # `compute_loss` normalises by the whole batch: exact under gradient accumulation with uneven micro-batches.
@@ -131,6 +147,10 @@ class RIFormerDistillationTrainer(ReparameterizedExportMixin, Trainer):
             PoolFormerImitationAdapter(imitation_teacher, self._imitation_blocks) if imitation_teacher else None
         )
         self._term_totals: dict[str, torch.Tensor] = {}
+        self.batch_mixer = BatchMixer(
+            mixup_alpha=args.mixup, cutmix_alpha=args.cutmix, prob=args.mixup_prob, switch_prob=args.mixup_switch_prob,
+            label_smoothing=args.label_smoothing_factor, num_classes=model.config.num_labels,
+        )
 
     def _validate(self, model, args, teacher_model, imitation_teacher, trainer_kwargs):
         """Check the configuration; returns the imitation teacher to use (None when nothing is imitated)."""
@@ -186,8 +206,47 @@ class RIFormerDistillationTrainer(ReparameterizedExportMixin, Trainer):
         return teacher.eval().to(self.accelerator.device)
 
     @staticmethod
-    def _teacher_inputs(teacher: nn.Module, pixel_values: torch.Tensor) -> torch.Tensor:
+    def _input_converters(teacher, imitation_teacher, teacher_processor, imitation_processor, student_processor):
+        """A `TeacherInputConverter` per teacher whose preprocessing is given; the imitation teacher must match."""
+        if imitation_teacher is not None and imitation_teacher is teacher and imitation_processor is None:
+            imitation_processor = teacher_processor
+        given = [(m, as_spec(p)) for m, p in ((teacher, teacher_processor), (imitation_teacher, imitation_processor))
+                 if m is not None and p is not None]
+        if not given:
+            return {}
+        student = as_spec(student_processor) if hasattr(student_processor, "image_mean") else None
+        if student is None:
+            raise ValueError(
+                "A teacher's image processor was given but not the student's: pass `processing_class=` (the "
+                "student's image processor) so that the trainer can convert the student's batches for the teacher."
+            )
+        if imitation_teacher is not None and imitation_processor is not None:
+            spec = as_spec(imitation_processor)
+            if not same_preprocessing(spec, student):
+                raise ValueError(
+                    f"The imitation teacher expects {describe(spec)} but the student is trained on {describe(student)}: "
+                    "module imitation compares features position by position, so both must see the same tensor. Use a "
+                    "student image processor equal to the imitation teacher's (or a teacher trained like the student)."
+                )
+        return {id(m): TeacherInputConverter(student, spec) for m, spec in given}
+
+    def _teacher_inputs(self, teacher: nn.Module, pixel_values: torch.Tensor) -> torch.Tensor:
+        converter = self._teacher_converters.get(id(teacher))
+        if converter is not None:
+            pixel_values = converter(pixel_values)
         return pixel_values.to(next(teacher.parameters()).dtype)
+
+    def augment_batch(self, pixel_values: torch.Tensor, labels: torch.Tensor | None):
+        """Random erasing then mixup / cutmix of a training batch, on its device, from torch's global RNG (seeded by
+        `Trainer`, restored on resume). Returns (images, soft targets or None); None targets when nothing is mixed.
+        The order is timm's: erasing belongs to the per-image pipeline, mixing to the batch."""
+        args = self.args
+        if args.reprob > 0:
+            pixel_values, _ = random_erase(pixel_values, args.reprob)
+        if not args.mixes_batches:
+            return pixel_values, None
+        mixed, targets, _ = self.batch_mixer(pixel_values, labels, inplace=args.reprob > 0)
+        return mixed, targets
 
     # ---- loss ----
 
@@ -232,6 +291,9 @@ class RIFormerDistillationTrainer(ReparameterizedExportMixin, Trainer):
                 "The batch has no `labels` but the loss uses them (distillation_type='none' or distillation_alpha < 1)."
             )
         imitation_terms = terms & set(IMITATION_TERMS)
+        targets = None
+        if model.training:
+            pixel_values, targets = self.augment_batch(pixel_values, labels)
         # Teachers first: run while the student's activations for backward are not yet held, their forward allocates
         # into warm memory (measured: the KD step went from 1.39× to 1.06× of student step + teacher forward on CPU).
         teacher_logits, teacher_states = self._run_teachers(
@@ -242,7 +304,9 @@ class RIFormerDistillationTrainer(ReparameterizedExportMixin, Trainer):
 
         # Every term per image (shape (B,)), the imitation terms summed over the imitated blocks.
         per_image: dict[str, torch.Tensor] = {}
-        if labels is not None:
+        if targets is not None:
+            per_image["ce"] = soft_target_cross_entropy(logits, targets, reduction="none")
+        elif labels is not None:
             per_image["ce"] = F.cross_entropy(
                 logits.float(), labels, reduction="none", label_smoothing=self.args.label_smoothing_factor
             )

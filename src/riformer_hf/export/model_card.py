@@ -40,6 +40,14 @@ RECIPE_MEANINGS = {
     "imitation_layers": "imitated blocks",
     "feature_epochs": "epochs with the feature imitation terms",
     "relation_epochs": "epochs with the relation term",
+    "recipe": "training recipe preset (explicit flags override it)",
+    "aa": "RandAugment policy (timm format)",
+    "color_jitter": "colour-jitter strength",
+    "mixup": "mixup α",
+    "cutmix": "cutmix α",
+    "mixup_prob": "probability that a batch is mixed",
+    "mixup_switch_prob": "probability of cutmix rather than mixup",
+    "reprob": "random-erasing probability",
     "num_train_epochs": "epochs planned",
     "max_steps": "optimizer steps planned",
     "trained_epochs": "epochs run",
@@ -54,7 +62,8 @@ RECIPE_MEANINGS = {
     "seed": "random seed",
 }
 _DISTILLATION_FIELDS = ("distillation_type", "distillation_alpha", "distillation_temperature", "lambda_hidden",
-                        "lambda_mixer", "lambda_relation", "imitation_layers", "feature_epochs", "relation_epochs")
+                        "lambda_mixer", "lambda_relation", "imitation_layers", "feature_epochs", "relation_epochs",
+                        "recipe", "aa", "color_jitter", "mixup", "cutmix", "mixup_prob", "mixup_switch_prob", "reprob")
 
 
 def build_model_card(
