@@ -1,11 +1,14 @@
 """The deploy form's fused inference path: same numbers as the plain modules, taken only where it may be."""
 
+import copy
+
 import pytest
 import torch
+from torch import nn
 from conftest import randomize_, small_preset
 
 import riformer_hf.models.riformer.modeling_riformer as modeling
-from riformer_hf import RIFORMER_PRESETS, RIFormerForImageClassification, reparameterize_model
+from riformer_hf import RIFORMER_PRESETS, RIFormerBackbone, RIFormerConfig, RIFormerForImageClassification, reparameterize_model
 
 
 def small_model(name="s12", dtype=torch.float32, **kwargs):
@@ -136,3 +139,155 @@ def test_cpu_chunks_fit_the_cache_budgets():
     assert modeling._cpu_chunks(tokens, 256) == (4, 3136)
     assert modeling._cpu_chunks(tokens.to("meta"), 256) == (16, 16 * 56 * 56)  # off CPU: one step
     assert modeling._cpu_chunks(torch.empty(3, 7, 4096), 2**21) == (3, 1)  # budgets below one row still progress
+
+
+def tiny_deploy(tiny_config, **overrides):
+    config = copy.deepcopy(tiny_config)
+    for name, value in overrides.items():
+        setattr(config, name, value)
+    return reparameterize_model(randomize_(RIFormerForImageClassification(config).eval()))
+
+
+@pytest.mark.parametrize("kind", ["forward", "forward_pre", "global_forward", "global_forward_pre"])
+def test_hooks_on_every_module_fire_in_eval(tiny_config, fused_calls, kind):
+    """Probes on any module see their call: the blocks run their plain modules, with the same output."""
+    deploy = tiny_deploy(tiny_config)
+    pixels = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        expected = deploy(pixels).logits
+    assert len(fused_calls) == sum(tiny_config.depths)
+    fused_calls.clear()
+    containers = (nn.ModuleList, nn.ModuleDict)  # never called themselves
+    modules = {name: module for name, module in deploy.named_modules() if not isinstance(module, containers)}
+    seen = set()
+    names = {module: name for name, module in modules.items()}
+
+    def record(module, *args):
+        seen.add(names[module])
+
+    if kind == "forward":
+        handles = [module.register_forward_hook(record) for module in modules.values()]
+    elif kind == "forward_pre":
+        handles = [module.register_forward_pre_hook(record) for module in modules.values()]
+    elif kind == "global_forward":
+        handles = [nn.modules.module.register_module_forward_hook(record)]
+    else:
+        handles = [nn.modules.module.register_module_forward_pre_hook(record)]
+    try:
+        with torch.no_grad():
+            hooked = deploy(pixels).logits
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert seen == set(modules), set(modules) - seen
+    assert not fused_calls
+    assert (hooked - expected).abs().max() <= 1e-5 * expected.abs().max()
+    with torch.no_grad():  # hooks removed: fused again
+        deploy(pixels)
+    assert len(fused_calls) == sum(tiny_config.depths)
+
+
+def test_one_hooked_submodule_turns_only_its_block_plain(tiny_config, fused_calls):
+    deploy = tiny_deploy(tiny_config)
+    hooked_block = deploy.riformer.encoder.stages[2].blocks[1]
+    calls = []
+    hooked_block.mlp.fc2.register_forward_hook(lambda module, args, output: calls.append(output.shape))
+    with torch.no_grad():
+        deploy(torch.randn(3, 3, 32, 32))
+    assert calls == [(3, 24, 2, 2)]
+    assert hooked_block not in fused_calls and len(fused_calls) == sum(tiny_config.depths) - 1
+
+
+@pytest.mark.parametrize("trainable", ["norm_reparam", "norm2", "layer_scale_1", "layer_scale_2", "mlp.fc1.bias", "mlp.fc2"])
+def test_eval_backward_with_only_some_block_parameters_trainable(tiny_config, fused_calls, trainable):
+    """Eval mode, autograd on, frozen model except some block parameters: the plain path, and the gradients of a
+    training-mode step (no drop path, and the model has no train/eval difference otherwise)."""
+    deploy = tiny_deploy(tiny_config, drop_path_rate=0.0)
+    deploy.requires_grad_(False)
+    for name, param in deploy.named_parameters():
+        if f".{trainable}" in name:
+            param.requires_grad_(True)
+    trainable_params = {n: p for n, p in deploy.named_parameters() if p.requires_grad}
+    assert trainable_params
+    pixels = torch.randn(4, 3, 32, 32)
+    deploy(pixels).logits.square().sum().backward()
+    assert not fused_calls
+    grads = {n: p.grad.clone() for n, p in trainable_params.items()}
+    deploy.zero_grad()
+    deploy.train()(pixels).logits.square().sum().backward()
+    for name, param in trainable_params.items():
+        assert grads[name].abs().max() > 0, name
+        torch.testing.assert_close(grads[name], param.grad, rtol=1e-6, atol=1e-9)
+
+
+def test_batch_below_the_threshold_takes_the_plain_path(tiny_config, fused_calls):
+    deploy = tiny_deploy(tiny_config)
+    pixels = torch.randn(modeling._CPU_MIN_FUSED_BATCH, 3, 32, 32)
+    with torch.no_grad():
+        fused = deploy(pixels).logits
+        assert len(fused_calls) == sum(tiny_config.depths)
+        fused_calls.clear()
+        single = torch.cat([deploy(sample[None]).logits for sample in pixels])
+    assert not fused_calls
+    assert modeling._CPU_MIN_FUSED_BATCH == 2  # see the measurement beside it
+    assert (single - fused).abs().max() <= 1e-5 * fused.abs().max()
+
+
+def test_replaced_submodule_runs_its_own_forward(tiny_config, fused_calls):
+    """A wrapped or replaced module (LoRA, quantisation, parametrisation) is not bypassed by the fused path."""
+
+    class DoubledConv(nn.Conv2d):
+        def forward(self, hidden_states):
+            return 2 * super().forward(hidden_states)
+
+    deploy = tiny_deploy(tiny_config)
+    block = deploy.riformer.encoder.stages[0].blocks[0]
+    doubled = DoubledConv(block.mlp.fc2.in_channels, block.mlp.fc2.out_channels, kernel_size=1)
+    doubled.load_state_dict(block.mlp.fc2.state_dict())
+    pixels = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        before = deploy(pixels).logits
+        block.mlp.fc2 = doubled
+        after = deploy(pixels).logits
+        fused_calls.clear()
+        expected = deploy(pixels, output_block_states=True).logits
+    assert not torch.allclose(before, after)
+    assert (after - expected).abs().max() <= 1e-5 * expected.abs().max()
+
+
+def test_recording_outputs_leaves_the_fused_path_for_later_calls(tiny_config, fused_calls):
+    """Output capturing installs its hooks once; they do not keep the model off the fused path afterwards."""
+    deploy = tiny_deploy(tiny_config)
+    pixels = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        states = deploy(pixels, output_block_states=True, output_hidden_states=True)
+        assert not fused_calls and len(states.mixer_states) == sum(tiny_config.depths)
+        fused = deploy(pixels, output_hidden_states=True)
+    assert len(fused_calls) == sum(tiny_config.depths)
+    for a, b in zip(fused.hidden_states, states.hidden_states):
+        assert (a - b).abs().max() <= 1e-5 * b.abs().max()
+
+
+def test_outputs_have_one_memory_format_in_eval_and_training(tiny_config, fused_calls):
+    """Hidden states, last hidden state and backbone maps: contiguous NCHW from the fused path as from training."""
+    deploy = tiny_deploy(tiny_config, drop_path_rate=0.0)
+    config = deploy.config
+    backbone = RIFormerBackbone(
+        RIFormerConfig(
+            depths=config.depths, hidden_sizes=config.hidden_sizes, drop_path_rate=0.0, reparameterized=True,
+            out_features=["stem", "stage4"],
+        )
+    )
+    backbone.encoder.load_state_dict(deploy.riformer.encoder.state_dict())
+    pixels = torch.randn(2, 3, 32, 32)
+    outputs = {}
+    for mode in ("eval", "train"):
+        deploy.train(mode == "train")
+        backbone.train(mode == "train")
+        with torch.no_grad():
+            base = deploy.riformer(pixels, output_hidden_states=True)
+            outputs[mode] = [base.last_hidden_state, *base.hidden_states, *backbone(pixels).feature_maps]
+    assert len(fused_calls) == 2 * sum(tiny_config.depths)  # the eval calls
+    for fused, plain in zip(outputs["eval"], outputs["train"]):
+        assert fused.is_contiguous() and plain.is_contiguous()
+        assert (fused - plain).abs().max() <= 1e-5 * plain.abs().max()

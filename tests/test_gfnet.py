@@ -273,3 +273,40 @@ def test_trust_remote_code_in_clean_process(tmp_path, tiny_gfnet):
         print('OK')
     """)
     assert "OK" in run_without_package(script, tmp_path)
+
+
+def test_hidden_states_are_on_the_autograd_graph(tiny_gfnet):
+    """They are the tensors the forward runs through, so attribution methods get their gradients."""
+    out = tiny_gfnet(torch.randn(2, 3, 32, 32), output_hidden_states=True)
+    assert len(out.hidden_states) == 5
+    for state in out.hidden_states:
+        state.retain_grad()
+    out.logits.square().sum().backward()
+    assert all(state.grad is not None and state.grad.abs().sum() > 0 for state in out.hidden_states)
+    tiny_gfnet.zero_grad(set_to_none=True)
+
+
+def test_gradient_checkpointing_gives_the_same_step():
+    config = GFNetConfig(depths=(1, 1, 2, 1), hidden_sizes=(8, 16, 24, 32), image_size=32, num_labels=5,
+                         drop_path_rate=0.2, layer_scale_init_value=0.5)
+    model = GFNetForImageClassification(config).train()
+    pixels, labels = torch.randn(3, 3, 32, 32), torch.tensor([0, 4, 1])
+    recomputed = []
+    model.gfnet.encoder.stages[2].blocks[1].filter.register_forward_hook(lambda *args: recomputed.append(1))
+
+    def step():
+        model.zero_grad(set_to_none=True)
+        torch.manual_seed(0)  # the same drop-path masks in both runs
+        out = model(pixels, labels=labels, output_hidden_states=True)
+        loss = out.loss + sum(state.square().mean() for state in out.hidden_states)
+        loss.backward()
+        return loss.detach(), {name: param.grad for name, param in model.named_parameters()}
+
+    loss, grads = step()
+    model.activation_checkpointing_enable()
+    checkpointed_loss, checkpointed_grads = step()
+    assert len(recomputed) == 3  # once without checkpointing; forward and recomputation with it
+    torch.testing.assert_close(checkpointed_loss, loss, rtol=1e-6, atol=1e-6)
+    for name, grad in grads.items():
+        assert grad is not None and grad.abs().max() > 0, name
+        torch.testing.assert_close(checkpointed_grads[name], grad, rtol=1e-6, atol=1e-6, msg=name)

@@ -213,3 +213,87 @@ def test_loading_weights_into_the_other_form_is_refused(tmp_path, tiny_config):
         RIFormerForImageClassification.from_pretrained(tmp_path / "deploy", reparameterized=False)
     with pytest.raises(RuntimeError, match="token_mixer"):
         reparameterize_model(training).load_state_dict(training.state_dict())
+
+
+def test_output_hidden_states_selects_stages(tiny_config):
+    """As transformers' vision models: indices select hidden states (the others are `None`), in the model and the
+    backbone; `config.output_hidden_states` is the default."""
+    model = randomize_(RIFormerForImageClassification(tiny_config).eval())
+    pixels = torch.randn(2, 3, 32, 32)
+    full = model(pixels, output_hidden_states=True).hidden_states
+    picked = model(pixels, output_hidden_states=[0, 2]).hidden_states
+    assert len(picked) == len(full) == 5
+    assert [i for i, state in enumerate(picked) if state is not None] == [0, 2]
+    assert torch.equal(picked[0], full[0]) and torch.equal(picked[2], full[2])
+    model.config.output_hidden_states = True
+    assert len(model(pixels).hidden_states) == 5
+    config = RIFormerConfig(depths=(1, 1, 2, 1), hidden_sizes=(8, 16, 24, 32), out_features=["stage4"])
+    backbone = RIFormerBackbone(config).eval()
+    assert backbone(pixels).hidden_states is None
+    states = backbone(pixels, output_hidden_states=[1]).hidden_states
+    assert [state is not None for state in states] == [False, True, False, False, False]
+
+
+def test_block_states_are_on_the_autograd_graph(tiny_config):
+    model = randomize_(RIFormerForImageClassification(tiny_config))
+    out = model(torch.randn(2, 3, 32, 32), output_block_states=True, output_hidden_states=True)
+    states = out.mixer_states + out.block_states + out.hidden_states
+    for state in states:
+        state.retain_grad()
+    out.logits.square().sum().backward()
+    assert all(state.grad is not None and state.grad.abs().sum() > 0 for state in states)
+
+
+def training_step(model, pixels, labels):
+    """Loss and gradients of a step that also uses the block states, as module imitation does."""
+    model.zero_grad(set_to_none=True)
+    out = model(pixels, labels=labels, output_block_states=True)
+    loss = out.loss + sum(state.square().mean() for state in out.mixer_states + out.block_states)
+    loss.backward()
+    return loss.detach(), {name: param.grad for name, param in model.named_parameters()}
+
+
+def test_gradient_checkpointing_gives_the_same_step(tiny_config):
+    """Drop path on: the recomputation replays the same random masks (seeded here for both runs)."""
+    model = randomize_(RIFormerForImageClassification(tiny_config)).train()
+    pixels, labels = torch.randn(3, 3, 32, 32), torch.tensor([0, 2, 1])
+    recomputed = []
+    model.riformer.encoder.stages[2].blocks[1].norm2.register_forward_hook(lambda *args: recomputed.append(1))
+    torch.manual_seed(0)
+    loss, grads = training_step(model, pixels, labels)
+    assert len(recomputed) == 1
+    with pytest.warns(FutureWarning, match="activation_checkpointing_enable"):
+        model.gradient_checkpointing_enable()
+    assert model.is_activation_checkpointing
+    torch.manual_seed(0)
+    checkpointed_loss, checkpointed_grads = training_step(model, pixels, labels)
+    assert len(recomputed) == 3  # forward, then again in backward: the activations were not kept
+    torch.testing.assert_close(checkpointed_loss, loss, rtol=1e-6, atol=1e-6)
+    assert set(checkpointed_grads) == set(grads)
+    for name, grad in grads.items():
+        assert grad is not None and grad.abs().max() > 0, name
+        torch.testing.assert_close(checkpointed_grads[name], grad, rtol=1e-6, atol=1e-6, msg=name)
+
+
+def test_reparameterize_model_on_a_wrapper_marks_every_riformer_deploy(tmp_path, tiny_config):
+    """A module holding RIFormer models (e.g. a detector around a classifier): folded and saved as the deploy form."""
+
+    class Detector(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.backbone = RIFormerForImageClassification(tiny_config)
+            self.auxiliary = RIFormerModel(RIFormerConfig(depths=(1, 1, 1, 1), hidden_sizes=(8, 8, 8, 8)))
+            self.head = torch.nn.Linear(3, 2)
+
+    detector = randomize_(Detector()).eval()
+    deploy = reparameterize_model(detector)
+    assert deploy.backbone.config.reparameterized and deploy.auxiliary.config.reparameterized
+    assert not detector.backbone.config.reparameterized and not detector.auxiliary.config.reparameterized
+    assert not any(".token_mixer." in key for key in deploy.state_dict())
+    deploy.backbone.save_pretrained(tmp_path)
+    reloaded = RIFormerForImageClassification.from_pretrained(tmp_path)
+    assert reloaded.is_reparameterized
+    pixels = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        expected = detector.backbone(pixels).logits
+        assert (reloaded(pixels).logits - expected).abs().max() <= 1e-5 * expected.abs().max()

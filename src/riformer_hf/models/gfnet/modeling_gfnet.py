@@ -14,12 +14,14 @@ from torch import nn
 from torch.nn import functional as F
 from transformers import initialization as init
 from transformers.activations import ACT2FN
+from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithNoAttention, ImageClassifierOutputWithNoAttention
 from transformers.modeling_utils import PreTrainedModel
 
 from .configuration_gfnet import GFNetConfig
 
 
+# Copied from riformer_hf.models.riformer.modeling_riformer.RIFormerDropPath with RIFormer->GFNet
 class GFNetDropPath(nn.Module):
     """Stochastic depth: drops the whole residual branch of a sample with probability `drop_prob` in training."""
 
@@ -94,7 +96,7 @@ class GFNetMLP(nn.Module):
         return self.fc2(self.act(self.fc1(hidden_states)))
 
 
-class GFNetBlock(nn.Module):
+class GFNetBlock(GradientCheckpointingLayer):
     """`x + ls * mlp(norm2(filter(norm1(x))))` on channels-last tokens (batch, height, width, channels)."""
 
     def __init__(self, config: GFNetConfig, dim: int, grid_size: int, drop_path: float):
@@ -138,29 +140,31 @@ class GFNetEncoder(nn.Module):
         self.stages = nn.ModuleList(stages)
 
     def add_position_embeddings(self, embeddings: torch.Tensor) -> torch.Tensor:
-        height, width = embeddings.shape[1:3]
+        """The stem output (batch, channels, height, width) plus the position embedding, resized to its grid."""
+        height, width = embeddings.shape[-2:]
         position = self.position_embeddings
         if position.shape[1:3] != (height, width):
             position = resize_position_embeddings(position, height, width)
-        return embeddings + position
+        return embeddings + position.permute(0, 3, 1, 2)
 
     def forward(self, pixel_values: torch.Tensor, output_hidden_states: bool = False) -> BaseModelOutputWithNoAttention:
+        """Between stages the activations are (batch, channels, height, width) views of the blocks' channels-last
+        tokens; these very tensors are returned as hidden states, so they are on the autograd graph."""
         all_hidden = () if output_hidden_states else None
         hidden_states = pixel_values
         for index, stage in enumerate(self.stages):
-            if index > 0:  # channels-last tokens back to (batch, channels, height, width) for the conv
-                hidden_states = hidden_states.permute(0, 3, 1, 2)
-            hidden_states = stage.patch_embeddings(hidden_states).permute(0, 2, 3, 1)
+            hidden_states = stage.patch_embeddings(hidden_states)
             if index == 0:
                 hidden_states = self.add_position_embeddings(hidden_states)
                 if output_hidden_states:
-                    all_hidden += (hidden_states.permute(0, 3, 1, 2),)
+                    all_hidden += (hidden_states,)
+            tokens = hidden_states.permute(0, 2, 3, 1)
             for block in stage.blocks:
-                hidden_states = block(hidden_states)
+                tokens = block(tokens)
+            hidden_states = tokens.permute(0, 3, 1, 2)
             if output_hidden_states:
-                all_hidden += (hidden_states.permute(0, 3, 1, 2),)
-        last = hidden_states.permute(0, 3, 1, 2)
-        return BaseModelOutputWithNoAttention(last_hidden_state=last, hidden_states=all_hidden)
+                all_hidden += (hidden_states,)
+        return BaseModelOutputWithNoAttention(last_hidden_state=hidden_states, hidden_states=all_hidden)
 
 
 class GFNetPreTrainedModel(PreTrainedModel):
@@ -169,6 +173,7 @@ class GFNetPreTrainedModel(PreTrainedModel):
     base_model_prefix = "gfnet"
     main_input_name = "pixel_values"
     input_modalities = ("image",)
+    supports_gradient_checkpointing = True
     _no_split_modules = ["GFNetBlock"]
 
     @torch.no_grad()
@@ -192,25 +197,32 @@ class GFNetPreTrainedModel(PreTrainedModel):
         elif isinstance(module, GFNetEncoder):
             init.trunc_normal_(module.position_embeddings, std=std)
 
-    def _check_pixel_values(self, pixel_values):
-        if pixel_values is None:
-            raise ValueError("GFNet needs `pixel_values` of shape (batch, channels, height, width).")
-        if pixel_values.ndim != 4:
-            raise ValueError(
-                f"GFNet expects `pixel_values` of shape (batch, channels, height, width); got a {pixel_values.ndim}-D "
-                f"tensor of shape {tuple(pixel_values.shape)}. Add the batch dimension with `pixel_values[None]`."
-            )
-        if pixel_values.shape[1] != self.config.num_channels:
-            raise ValueError(
-                f"GFNet was configured for {self.config.num_channels} input channels (`config.num_channels`) but "
-                f"`pixel_values` has {pixel_values.shape[1]} (shape {tuple(pixel_values.shape)})."
-            )
-        smallest = self.config.patch_size * 2 ** (len(self.config.depths) - 1)
-        if min(pixel_values.shape[-2:]) < smallest:
-            raise ValueError(
-                f"GFNet needs images of at least {smallest}×{smallest} pixels (patch_size × 2**(stages - 1)); got "
-                f"{tuple(pixel_values.shape[-2:])}."
-            )
+
+# Copied from riformer_hf.models.riformer.modeling_riformer._check_pixel_values with RIFormer->GFNet
+def _check_pixel_values(pixel_values: torch.Tensor | None, num_channels: int) -> None:
+    """One clear error for missing, unbatched or wrong-channel `pixel_values`."""
+    if pixel_values is None:
+        raise ValueError("GFNet needs `pixel_values` of shape (batch, channels, height, width).")
+    if pixel_values.ndim != 4:
+        raise ValueError(
+            f"GFNet expects `pixel_values` of shape (batch, channels, height, width); got a {pixel_values.ndim}-D "
+            f"tensor of shape {tuple(pixel_values.shape)}. Add the batch dimension with `pixel_values[None]`."
+        )
+    if pixel_values.shape[1] != num_channels:
+        raise ValueError(
+            f"GFNet was configured for {num_channels} input channels (`config.num_channels`) but `pixel_values` "
+            f"has {pixel_values.shape[1]} (shape {tuple(pixel_values.shape)}). Convert the images (e.g. to RGB) or "
+            "build the model with a matching `num_channels`."
+        )
+
+
+def _check_image_size(pixel_values: torch.Tensor, config: GFNetConfig) -> None:
+    smallest = config.patch_size * 2 ** (len(config.depths) - 1)
+    if min(pixel_values.shape[-2:]) < smallest:
+        raise ValueError(
+            f"GFNet needs images of at least {smallest}×{smallest} pixels (patch_size × 2**(stages - 1)); got "
+            f"{tuple(pixel_values.shape[-2:])}."
+        )
 
 
 class GFNetModel(GFNetPreTrainedModel):
@@ -237,9 +249,11 @@ class GFNetModel(GFNetPreTrainedModel):
         r"""
         Returns `last_hidden_state` (batch, channels, height, width) and, with `output_hidden_states`, the stem output
         (with the position embedding added) then each stage's output, all (batch, channels, height, width) at strides
-        4, 4, 8, 16, 32 — the layout of RIFormer's `hidden_states`.
+        4, 4, 8, 16, 32 — the layout of RIFormer's `hidden_states` — and on the autograd graph (views of the
+        channels-last tokens, not copies).
         """
-        self._check_pixel_values(pixel_values)
+        _check_pixel_values(pixel_values, self.config.num_channels)
+        _check_image_size(pixel_values, self.config)
         if output_hidden_states is None:
             output_hidden_states = self.config.output_hidden_states
         return_dict = return_dict if return_dict is not None else self.config.return_dict

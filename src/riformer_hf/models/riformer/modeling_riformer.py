@@ -12,14 +12,18 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 from transformers import initialization as init
-from transformers.activations import ACT2FN
-from transformers.backbone_utils import BackboneMixin
+from transformers.activations import ACT2FN, GELUActivation
+from transformers.backbone_utils import BackboneMixin, filter_output_hidden_states
+from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import (
     BackboneOutput,
     BaseModelOutputWithNoAttention,
     ImageClassifierOutputWithNoAttention,
 )
 from transformers.modeling_utils import PreTrainedModel
+from transformers.utils import output_capturing
+from transformers.utils.generic import can_return_tuple
+from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 
 from .configuration_riformer import RIFormerConfig
 
@@ -39,11 +43,13 @@ def fuse_mixer_into_norm(norm_weight, norm_bias, scale, shift):
 class RIFormerModelOutput(BaseModelOutputWithNoAttention):
     r"""
     hidden_states (`tuple[torch.FloatTensor]`, *optional*):
-        Stem output then each stage's output, (batch, channels, height, width); index `i` is `config.stage_names[i]`.
+        Stem output then each stage's output, (batch, channels, height, width) in contiguous memory; index `i` is
+        `config.stage_names[i]` (`None` where `output_hidden_states` selected other indices).
     mixer_states (`tuple[torch.FloatTensor]`, *optional*, returned with `output_block_states=True`):
-        Every block's token-mixer output `mixer(norm1(x))` (before the layer scale), in block order.
+        Every block's token-mixer output `mixer(norm1(x))` (before the layer scale), in block order, on the autograd
+        graph.
     block_states (`tuple[torch.FloatTensor]`, *optional*, returned with `output_block_states=True`):
-        Every block's output, in block order.
+        Every block's output, in block order, on the autograd graph.
     """
 
     mixer_states: tuple[torch.FloatTensor, ...] | None = None
@@ -107,14 +113,22 @@ class RIFormerMLP(nn.Module):
         self.fc1 = nn.Conv2d(dim, hidden, kernel_size=1)
         self.act = ACT2FN[config.hidden_act]
         self.fc2 = nn.Conv2d(hidden, dim, kernel_size=1)
-        self.exact_gelu = config.hidden_act == "gelu"  # lets the fused inference path apply GELU in place
+
+    @property
+    def exact_gelu(self) -> bool:
+        """The activation is torch's exact GELU, which the fused inference path applies in place."""
+        return type(self.act) is GELUActivation and self.act.act is nn.functional.gelu
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         return self.fc2(self.act(self.fc1(hidden_states)))
 
 
-class RIFormerBlock(nn.Module):
-    """One RIFormer block, in training form (`norm1` + `token_mixer`) or deploy form (`norm_reparam`)."""
+class RIFormerBlock(GradientCheckpointingLayer):
+    """One RIFormer block, in training form (`norm1` + `token_mixer`) or deploy form (`norm_reparam`).
+
+    In eval mode the deploy form may take a fused inference path (see `_can_fuse`) that gives the same output without
+    calling its submodules.
+    """
 
     def __init__(self, config: RIFormerConfig, dim: int, drop_path: float):
         super().__init__()
@@ -139,25 +153,35 @@ class RIFormerBlock(nn.Module):
             return self.norm_reparam(hidden_states)
         return self.token_mixer(self.norm1(hidden_states))
 
-    def forward(
-        self, hidden_states: torch.Tensor, output_mixer: bool = True
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Returns the block output and the token-mixer output (`None` when `output_mixer=False` lets the deploy form
-        take its fused inference path)."""
-        if not output_mixer and self._can_fuse(hidden_states):
+    def forward(self, hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The block output and the token-mixer output `mixer(norm1(x))` (`None` from the fused path)."""
+        if self._can_fuse(hidden_states):
             return self._fused_inference(hidden_states), None
         mixed = self.token_mixing(hidden_states)
         hidden_states = hidden_states + self.drop_path(self.layer_scale_1[:, None, None] * mixed)
         mlp_out = self.mlp(self.norm2(hidden_states))
-        hidden_states = hidden_states + self.drop_path(self.layer_scale_2[:, None, None] * mlp_out)
-        return hidden_states, mixed
+        return hidden_states + self.drop_path(self.layer_scale_2[:, None, None] * mlp_out), mixed
 
     def _can_fuse(self, hidden_states: torch.Tensor) -> bool:
-        """The fused path serves deploy-form inference: eval mode and nothing that needs a gradient (and no TorchScript
-        tracing, which would freeze its batch chunking into the graph)."""
+        """Whether the fused path gives exactly what the plain modules would, and pays.
+
+        Only for the deploy form in eval mode, and only when nothing could tell the difference: no gradient is needed
+        (the fused path writes into buffers), no hook sits on the block, its submodules or globally, no submodule has
+        been replaced or wrapped (LoRA, quantisation, parametrisations), the token-mixer output is not being recorded
+        (`output_block_states`), and no TorchScript tracing (which would freeze the batch chunking). On CPU the batch
+        must also be large enough for the fused path to be faster (`_CPU_MIN_FUSED_BATCH`).
+        """
         if not self.is_reparameterized or self.training or torch.jit.is_tracing():
             return False
-        return not torch.is_grad_enabled() or not (hidden_states.requires_grad or self.mlp.fc1.weight.requires_grad)
+        if hidden_states.device.type == "cpu" and hidden_states.shape[0] < _CPU_MIN_FUSED_BATCH:
+            return False
+        if torch.is_grad_enabled() and (hidden_states.requires_grad or any(p.requires_grad for p in self.parameters())):
+            return False
+        mlp = self.mlp
+        modules = (self.norm_reparam, self.norm2, mlp, mlp.fc1, mlp.fc2)
+        if tuple(map(type, modules)) != (RIFormerGroupNorm, RIFormerGroupNorm, RIFormerMLP, nn.Conv2d, nn.Conv2d):
+            return False
+        return not _records_mixer_states() and not _has_forward_hooks(self)
 
     def _fused_inference(self, hidden_states: torch.Tensor) -> torch.Tensor:
         """The deploy-form block on channels-last tokens, with the layer scales folded in at run time.
@@ -176,6 +200,7 @@ class RIFormerBlock(nn.Module):
         fc1_weight = fc1.weight.view(fc1.out_channels, channels).t()
         fc2_weight = (fc2.weight.view(channels, fc2.in_channels) * self.layer_scale_2[:, None]).t()
         fc2_bias = self.layer_scale_2 * fc2.bias
+        exact_gelu = self.mlp.exact_gelu
         output = torch.empty_like(tokens)
         samples, rows = _cpu_chunks(tokens, fc1.out_channels)
         hidden_buffer = tokens.new_empty(rows, fc1.out_channels)  # reused by every chunk
@@ -189,7 +214,7 @@ class RIFormerBlock(nn.Module):
             out.add_(fc2_bias)
             for inputs, residual in zip(normed.permute(0, 2, 3, 1).reshape(-1, channels).split(rows), out.split(rows)):
                 hidden = torch.addmm(fc1.bias, inputs, fc1_weight, out=hidden_buffer[: inputs.shape[0]])
-                hidden = torch.ops.aten.gelu_(hidden) if self.mlp.exact_gelu else self.mlp.act(hidden)
+                hidden = torch.ops.aten.gelu_(hidden) if exact_gelu else self.mlp.act(hidden)
                 residual.addmm_(hidden, fc2_weight)
         return _tokens_as_nchw(output, height, width)
 
@@ -209,11 +234,16 @@ class RIFormerBlock(nn.Module):
         del self.norm1, self.token_mixer
 
 
-# Cache budgets of the fused CPU path, in bytes: the tokens one pair of norms handles at once, and the MLP hidden
-# activations of one fc1 → GELU → fc2 step, which then stay in cache between the two products. Measured on a
-# 2-core EPYC (32 MiB L3, shared with other tenants): 3–6 MiB beats one chunk per 16 MiB by 20 % in stage 1.
+# CPU constants of the fused path, measured on a 2-core EPYC (32 MiB L3, shared with other tenants), S12 at 224²:
+# - cache budgets, in bytes, for the tokens one pair of norms handles at once and for the MLP hidden activations of one
+#   fc1 → GELU → fc2 step (which then stay in cache between the two products): 3–6 MiB beats one chunk per 16 MiB by
+#   20 % in stage 1;
+# - the smallest batch it pays at. Whole-model forward, fused over plain (medians of interleaved pairs, 1 | 2 threads):
+#   batch 1 0.94x | 1.02x, 2 1.16x | 1.27x, 4 1.15x | 1.25x, 8 1.24x | 1.39x, 16 1.59x | 1.38x. One sample is too
+#   few tokens per matrix product for the layer-scale folding and layout changes to pay off.
 _CPU_TOKEN_BYTES = 4 * 2**20
 _CPU_HIDDEN_BYTES = 4 * 2**20
+_CPU_MIN_FUSED_BATCH = 2
 
 
 def _cpu_chunks(tokens: torch.Tensor, hidden_size: int) -> tuple[int, int]:
@@ -238,6 +268,25 @@ def _tokens_as_nchw(tokens: torch.Tensor, height: int, width: int) -> torch.Tens
     return tokens.view(tokens.shape[0], height, width, tokens.shape[-1]).permute(0, 3, 1, 2)
 
 
+def _has_forward_hooks(block: nn.Module) -> bool:
+    """Forward (pre-)hooks that would miss the submodule calls the fused path skips: global ones, or any on the block
+    or its submodules except transformers' output-capturing hooks, which record nothing unless a forward asks for
+    their key (see `_records_mixer_states`)."""
+    if nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks:
+        return True
+    for module in block.modules():
+        for hook in (*module._forward_pre_hooks.values(), *module._forward_hooks.values()):
+            if getattr(hook, "__module__", None) != output_capturing.__name__:
+                return True
+    return False
+
+
+def _records_mixer_states() -> bool:
+    """Whether the running forward records `mixer_states`: the token-mixer outputs exist only on the plain path."""
+    collected = output_capturing._active_collector.get()
+    return bool(collected) and "mixer_states" in collected
+
+
 class RIFormerStage(nn.Module):
     """Patch embedding (the stem for stage 1, a strided 3×3 conv after) followed by the stage's blocks."""
 
@@ -254,41 +303,11 @@ class RIFormerStage(nn.Module):
         )
         self.blocks = nn.ModuleList(RIFormerBlock(config, dim, rate) for rate in drop_path_rates)
 
-
-class RIFormerEncoder(nn.Module):
-    def __init__(self, config: RIFormerConfig):
-        super().__init__()
-        total = sum(config.depths)
-        rates = [config.drop_path_rate * i / max(total - 1, 1) for i in range(total)]
-        stages, start = [], 0
-        for index, depth in enumerate(config.depths):
-            stages.append(RIFormerStage(config, index, rates[start : start + depth]))
-            start += depth
-        self.stages = nn.ModuleList(stages)
-
-    def forward(self, hidden_states, output_hidden_states=False, output_block_states=False):
-        all_hidden = () if output_hidden_states else None
-        mixers = () if output_block_states else None
-        blocks = () if output_block_states else None
-        first_block = self.stages[0].blocks[0] if self.stages[0].blocks else None
-        if not output_block_states and first_block is not None and first_block._can_fuse(hidden_states):
-            # The fused blocks work on channels-last tokens: starting there makes every convolution channels-last
-            # too (the stem is 1.6x faster on CPU) and spares the first block a transpose.
-            hidden_states = hidden_states.contiguous(memory_format=torch.channels_last)
-        for index, stage in enumerate(self.stages):
-            hidden_states = stage.patch_embeddings(hidden_states)
-            if output_hidden_states and index == 0:
-                all_hidden += (hidden_states,)
-            for block in stage.blocks:
-                hidden_states, mixed = block(hidden_states, output_mixer=output_block_states)
-                if output_block_states:
-                    mixers += (mixed,)
-                    blocks += (hidden_states,)
-            if output_hidden_states:
-                all_hidden += (hidden_states,)
-        return RIFormerModelOutput(
-            last_hidden_state=hidden_states, hidden_states=all_hidden, mixer_states=mixers, block_states=blocks
-        )
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        hidden_states = self.patch_embeddings(hidden_states)
+        for block in self.blocks:
+            hidden_states = block(hidden_states)[0]
+        return hidden_states
 
 
 class RIFormerPreTrainedModel(PreTrainedModel):
@@ -297,6 +316,7 @@ class RIFormerPreTrainedModel(PreTrainedModel):
     base_model_prefix = "riformer"
     main_input_name = "pixel_values"
     input_modalities = ("image",)
+    supports_gradient_checkpointing = True
     _no_split_modules = ["RIFormerBlock"]
 
     @torch.no_grad()
@@ -314,21 +334,6 @@ class RIFormerPreTrainedModel(PreTrainedModel):
         elif isinstance(module, RIFormerBlock):
             init.constant_(module.layer_scale_1, self.config.layer_scale_init_value)
             init.constant_(module.layer_scale_2, self.config.layer_scale_init_value)
-
-    def _check_pixel_values(self, pixel_values):
-        if pixel_values is None:
-            raise ValueError("RIFormer needs `pixel_values` of shape (batch, channels, height, width).")
-        if pixel_values.ndim != 4:
-            raise ValueError(
-                f"RIFormer expects `pixel_values` of shape (batch, channels, height, width); got a {pixel_values.ndim}-D "
-                f"tensor of shape {tuple(pixel_values.shape)}. Add the batch dimension with `pixel_values[None]`."
-            )
-        if pixel_values.shape[1] != self.config.num_channels:
-            raise ValueError(
-                f"RIFormer was configured for {self.config.num_channels} input channels (`config.num_channels`) but "
-                f"`pixel_values` has {pixel_values.shape[1]} (shape {tuple(pixel_values.shape)}). Convert the images "
-                "(e.g. to RGB) or build the model with a matching `num_channels`."
-            )
 
     @property
     def is_reparameterized(self) -> bool:
@@ -366,29 +371,104 @@ def _raise_on_form_mismatch(model, info):
         )
 
 
+def _check_pixel_values(pixel_values: torch.Tensor | None, num_channels: int) -> None:
+    """One clear error for missing, unbatched or wrong-channel `pixel_values`."""
+    if pixel_values is None:
+        raise ValueError("RIFormer needs `pixel_values` of shape (batch, channels, height, width).")
+    if pixel_values.ndim != 4:
+        raise ValueError(
+            f"RIFormer expects `pixel_values` of shape (batch, channels, height, width); got a {pixel_values.ndim}-D "
+            f"tensor of shape {tuple(pixel_values.shape)}. Add the batch dimension with `pixel_values[None]`."
+        )
+    if pixel_values.shape[1] != num_channels:
+        raise ValueError(
+            f"RIFormer was configured for {num_channels} input channels (`config.num_channels`) but `pixel_values` "
+            f"has {pixel_values.shape[1]} (shape {tuple(pixel_values.shape)}). Convert the images (e.g. to RGB) or "
+            "build the model with a matching `num_channels`."
+        )
+
+
+def _contiguous_outputs(outputs: RIFormerModelOutput) -> RIFormerModelOutput:
+    """The last and the recorded hidden states in contiguous NCHW memory, whichever path made them (the fused path
+    works channels-last). A no-op, so still on the autograd graph, for states that are contiguous already."""
+    outputs.last_hidden_state = outputs.last_hidden_state.contiguous()
+    if outputs.hidden_states is not None:
+        outputs.hidden_states = tuple(h if h is None else h.contiguous() for h in outputs.hidden_states)
+    return outputs
+
+
+class RIFormerEncoder(RIFormerPreTrainedModel):
+    r"""
+    The stages. Per-stage and per-block outputs are recorded by transformers' output capturing (hooks installed on the
+    first request): `hidden_states` (stem output, then each stage's output), `mixer_states` (each block's
+    `mixer(norm1(x))`) and `block_states` (each block's output), in execution order.
+    """
+
+    main_input_name = "pixel_values"
+    _can_record_outputs = {
+        "hidden_states": [
+            OutputRecorder(nn.Conv2d, layer_name="stages.0.patch_embeddings", capture_initial_hidden_state=False),
+            OutputRecorder(RIFormerStage, capture_initial_hidden_state=False),
+        ],
+        "mixer_states": OutputRecorder(RIFormerBlock, index=1),
+        "block_states": OutputRecorder(RIFormerBlock, index=0),
+    }
+
+    def __init__(self, config: RIFormerConfig):
+        super().__init__(config)
+        total = sum(config.depths)
+        rates = [config.drop_path_rate * i / max(total - 1, 1) for i in range(total)]
+        stages, start = [], 0
+        for index, depth in enumerate(config.depths):
+            stages.append(RIFormerStage(config, index, rates[start : start + depth]))
+            start += depth
+        self.stages = nn.ModuleList(stages)
+        self.post_init()
+
+    @capture_outputs(tie_last_hidden_states=False)
+    def forward(self, pixel_values: torch.Tensor, **kwargs) -> RIFormerModelOutput:
+        hidden_states = pixel_values
+        first_block = self.stages[0].blocks[0] if self.stages[0].blocks else None
+        if first_block is not None and first_block._can_fuse(pixel_values):
+            # The fused blocks work on channels-last tokens: starting there makes every convolution channels-last
+            # too (the stem is 1.6x faster on CPU) and spares the first block a transpose.
+            hidden_states = hidden_states.contiguous(memory_format=torch.channels_last)
+        for stage in self.stages:
+            hidden_states = stage(hidden_states)
+        return RIFormerModelOutput(last_hidden_state=hidden_states)
+
+
+def _capture_flags(output_hidden_states, output_block_states: bool) -> dict:
+    """The encoder's output-capturing flags for the public `output_hidden_states` / `output_block_states`."""
+    flags = {"output_mixer_states": output_block_states, "output_block_states": output_block_states}
+    if output_hidden_states is not None:
+        flags["output_hidden_states"] = output_hidden_states
+    return flags
+
+
 class RIFormerModel(RIFormerPreTrainedModel):
     def __init__(self, config: RIFormerConfig):
         super().__init__(config)
         self.encoder = RIFormerEncoder(config)
         self.post_init()
 
+    @can_return_tuple
     def forward(
         self,
         pixel_values: torch.Tensor | None = None,
-        output_hidden_states: bool | None = None,
+        output_hidden_states: bool | int | list[int] | None = None,
         output_block_states: bool = False,
-        return_dict: bool | None = None,
         **kwargs,
-    ) -> tuple | RIFormerModelOutput:
+    ) -> RIFormerModelOutput:
         r"""
-        output_block_states (`bool`): also return every block's token-mixer output and block output.
+        output_hidden_states (`bool` or `int` or `list[int]`): return the stem output then each stage's output, all
+            (batch, channels, height, width) in contiguous memory; indices select some (the others are `None`).
+        output_block_states (`bool`): also return every block's token-mixer output (`mixer_states`) and output
+            (`block_states`), on the autograd graph.
         """
-        self._check_pixel_values(pixel_values)
-        if output_hidden_states is None:
-            output_hidden_states = self.config.output_hidden_states
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
-        outputs = self.encoder(pixel_values, output_hidden_states, output_block_states)
-        return outputs if return_dict else outputs.to_tuple()
+        _check_pixel_values(pixel_values, self.config.num_channels)
+        flags = _capture_flags(output_hidden_states, output_block_states)
+        return _contiguous_outputs(self.encoder(pixel_values, return_dict=True, **flags))
 
 
 class RIFormerForImageClassification(RIFormerPreTrainedModel):
@@ -402,20 +482,19 @@ class RIFormerForImageClassification(RIFormerPreTrainedModel):
         )
         self.post_init()
 
+    @can_return_tuple
     def forward(
         self,
         pixel_values: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
-        output_hidden_states: bool | None = None,
+        output_hidden_states: bool | int | list[int] | None = None,
         output_block_states: bool = False,
-        return_dict: bool | None = None,
         **kwargs,
-    ) -> tuple | RIFormerImageClassifierOutput:
+    ) -> RIFormerImageClassifierOutput:
         r"""
         labels (`torch.LongTensor` of shape `(batch_size,)`): class indices for the cross-entropy loss.
-        output_block_states (`bool`): also return every block's token-mixer output and block output.
+        output_hidden_states, output_block_states: as in [`RIFormerModel`].
         """
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
         outputs = self.riformer(
             pixel_values,
             output_hidden_states=output_hidden_states,
@@ -424,14 +503,13 @@ class RIFormerForImageClassification(RIFormerPreTrainedModel):
         )
         logits = self.classifier(self.norm(outputs.last_hidden_state).mean(dim=(-2, -1)))
         loss = self.loss_function(labels, logits, self.config) if labels is not None else None
-        output = RIFormerImageClassifierOutput(
+        return RIFormerImageClassifierOutput(
             loss=loss,
             logits=logits,
             hidden_states=outputs.hidden_states,
             mixer_states=outputs.mixer_states,
             block_states=outputs.block_states,
         )
-        return output if return_dict else output.to_tuple()
 
 
 class RIFormerBackbone(BackboneMixin, RIFormerPreTrainedModel):
@@ -448,35 +526,35 @@ class RIFormerBackbone(BackboneMixin, RIFormerPreTrainedModel):
         )
         self.post_init()
 
-    def forward(
-        self,
-        pixel_values: torch.Tensor,
-        output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
-        **kwargs,
-    ) -> tuple | BackboneOutput:
-        self._check_pixel_values(pixel_values)
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
-        if output_hidden_states is None:
-            output_hidden_states = self.config.output_hidden_states
-        hidden_states = self.encoder(pixel_values, output_hidden_states=True).hidden_states
+    @can_return_tuple
+    @filter_output_hidden_states
+    def forward(self, pixel_values: torch.Tensor, **kwargs) -> BackboneOutput:
+        r"""
+        Returns `feature_maps` (the normed stage outputs of `config.out_features`) and, with `output_hidden_states`,
+        the stem output then each stage's output, all (batch, channels, height, width) in contiguous memory.
+        """
+        _check_pixel_values(pixel_values, self.config.num_channels)
+        outputs = self.encoder(pixel_values, output_hidden_states=True, return_dict=True)
+        hidden_states = _contiguous_outputs(outputs).hidden_states
         feature_maps = tuple(
             self.hidden_states_norms[stage](state)
             for stage, state in zip(self.stage_names, hidden_states)
             if stage in self.out_features
         )
-        output = BackboneOutput(feature_maps=feature_maps, hidden_states=hidden_states if output_hidden_states else None)
-        return output if return_dict else output.to_tuple()
+        return BackboneOutput(feature_maps=feature_maps, hidden_states=hidden_states)
 
 
 def reparameterize_model(model: nn.Module) -> nn.Module:
-    """A deploy-form copy of `model` (any module holding RIFormer blocks); the original is left untouched."""
+    """A deploy-form copy of `model`, any module holding RIFormer blocks (a RIFormer model, or a wrapper around one or
+    several); the original is left untouched. Sets `config.reparameterized` of every RIFormer model inside, so that
+    each saves and loads as the deploy form."""
     model = copy.deepcopy(model)
-    if isinstance(model, RIFormerPreTrainedModel):
-        return model.reparameterize()
     for module in model.modules():
         if isinstance(module, RIFormerBlock):
             module.reparameterize()
+    for module in model.modules():
+        if isinstance(module, RIFormerPreTrainedModel):
+            module.config.reparameterized = True
     return model
 
 
