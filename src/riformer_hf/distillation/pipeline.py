@@ -3,7 +3,6 @@ the image processor, offline metrics, and `run_training()` (train, resume, save,
 
 from dataclasses import dataclass, field
 
-import numpy as np
 from datasets import ClassLabel, DatasetDict, load_dataset
 from transformers import (
     AutoConfig,
@@ -27,6 +26,7 @@ from ..data import (
     with_image_transform,
 )
 from ..data.preprocessing import DEFAULT_CROP_PCT
+from ..evaluation import accuracy_metrics
 from ..models.riformer import RIFormerConfig, RIFormerForImageClassification
 from .arguments import RIFormerTrainingArguments
 from .teachers import from_poolformer
@@ -103,17 +103,6 @@ class ModelArguments:
         default=False,
         metadata={"help": "Initialise the student from the PoolFormer teacher (all but the affine mixers)."},
     )
-
-
-def accuracy_metrics(eval_pred) -> dict[str, float]:
-    """Top-1 (and top-5 with more than 5 classes) accuracy, computed offline, for `Trainer(compute_metrics=...)`."""
-    logits, labels = eval_pred.predictions, eval_pred.label_ids
-    logits = logits[0] if isinstance(logits, tuple) else logits
-    metrics = {"accuracy": float((logits.argmax(-1) == labels).mean())}
-    if logits.shape[-1] > 5:
-        top5 = np.argpartition(-logits, 5, axis=-1)[:, :5]
-        metrics["top5_accuracy"] = float((top5 == labels[:, None]).any(-1).mean())
-    return metrics
 
 
 def load_image_dataset(args: ScriptArguments, image_size: int = DIGITS_IMAGE_SIZE) -> DatasetDict:
