@@ -160,8 +160,9 @@ class TorchClassifier:
 
     @property
     def description(self) -> str:
-        form = {True: ", deploy form", False: ", training form"}.get(getattr(self.model.config, "reparameterized", None))
-        return f"{type(self.model).__name__}{form or ''}, eager PyTorch on {self.device}"
+        reparameterized = getattr(self.model.config, "reparameterized", None)  # RIFormer only
+        form = "" if reparameterized is None else (", deploy form" if reparameterized else ", training form")
+        return f"{type(self.model).__name__}{form}, eager PyTorch on {self.device}"
 
     @torch.inference_mode()
     def __call__(self, pixel_values: torch.Tensor) -> np.ndarray:
