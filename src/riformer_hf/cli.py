@@ -5,6 +5,7 @@
     riformer-push      deploy export → the Hub              (riformer_hf.export.hub)
     riformer-demo      the embedded digits demo             (riformer_hf.demo)
     riformer-bench     speed against PoolFormer             (riformer_hf.benchmark)
+    riformer-eval      top-1 / top-5 of a model or ONNX file    (riformer_hf.evaluation)
 
 `python -m riformer_hf.cli COMMAND ...` runs the same commands. A user error (a bad value, a missing file) is printed
 as one `error: …` line naming the problem and the fix, with exit code 2; an internal failure keeps its traceback and
@@ -171,7 +172,18 @@ def bench(argv: list[str] | None = None) -> int:
     return _run(_bench, argv)
 
 
-COMMANDS = {"train": train, "convert": convert, "push": push, "demo": demo, "bench": bench}
+def _evaluate(argv):
+    from .evaluation import main
+
+    main(argv)
+
+
+def evaluate(argv: list[str] | None = None) -> int:
+    """`riformer-eval`: accuracy of a model folder, Hub id or ONNX file on a labelled split."""
+    return _run(_evaluate, argv)
+
+
+COMMANDS = {"train": train, "convert": convert, "push": push, "demo": demo, "bench": bench, "eval": evaluate}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,10 +3,11 @@
 A small PoolFormer teacher is trained on the labels; then a RIFormer student of the same layout is trained four ways
 (the rows of the paper's Table 6 ablation): labels only; soft distillation without labels; + module imitation; +
 initialisation from the teacher. Each student is re-parameterised (token mixers folded into the norms) and scored on
-the held-out split in that deploy form.
+the held-out split in that deploy form; then the teacher and the deploy students are timed in the same runtime.
 """
 
 import argparse
+import statistics
 import time
 from dataclasses import dataclass
 
@@ -20,6 +21,7 @@ from transformers import (
     default_data_collator,
 )
 
+from .benchmark import time_interleaved
 from .data import ProcessorTransform, TrainTransform, digits_dataset, make_image_processor, with_image_transform
 from .distillation import RIFormerDistillationTrainer, RIFormerTrainingArguments, from_poolformer
 from .models.riformer import RIFormerConfig, RIFormerForImageClassification, reparameterize_model
@@ -30,6 +32,7 @@ ARCHITECTURE = {"depths": (1, 1, 2, 1), "hidden_sizes": (16, 32, 64, 96), "layer
 FEATURE_SHARE, RELATION_SHARE = 400 / 600, 100 / 600
 # Chosen so that each weighted imitation term starts at about the size of the distillation term (~0.1).
 IMITATION = {"lambda_hidden": 0.05, "lambda_mixer": 0.05, "lambda_relation": 0.5}
+SPEED_BATCH, SPEED_ROUNDS = 64, 20
 PAPER_S12 = {"labels only": 72.31, "soft KD": 74.05, "+ module imitation": 75.13, "+ teacher init": 75.36}
 
 
@@ -39,6 +42,8 @@ class Row:
     top1: float
     seconds: float
     max_logit_change: float | None = None  # training form vs re-parameterised form
+    images_per_second: float | None = None  # eager PyTorch, batch SPEED_BATCH, same interleaved rounds for all rows
+    speedup: float | None = None  # median over those rounds of the teacher's time / this model's
 
 
 def _arguments(output_dir, epochs, seed, **recipe) -> RIFormerTrainingArguments:
@@ -54,9 +59,27 @@ def _predict(model, dataset, args) -> np.ndarray:
     return Trainer(model=model, args=args, data_collator=default_data_collator).predict(dataset).predictions
 
 
+def measure_speed(models: list[torch.nn.Module], batch: int = SPEED_BATCH, rounds: int = SPEED_ROUNDS):
+    """Images per second of each model (eager PyTorch, inference mode, a `batch` of IMAGE_SIZE² images) as the
+    median over interleaved rounds, and per round the first model's time over each model's (median)."""
+    pixel_values = torch.randn(batch, 3, IMAGE_SIZE, IMAGE_SIZE)
+
+    def forward(model):
+        def call():
+            with torch.inference_mode():
+                model(pixel_values=pixel_values)
+        return call
+
+    seconds = time_interleaved({i: forward(m.eval()) for i, m in enumerate(models)}, warmup=3, repeats=rounds)
+    speed = [batch / statistics.median(seconds[i]) for i in range(len(models))]
+    ratios = [statistics.median(a / b for a, b in zip(seconds[0], seconds[i])) for i in range(len(models))]
+    return speed, ratios
+
+
 def run_demo(seed: int = 0, teacher_epochs: int = 30, student_epochs: int = 16, output_dir: str = "riformer-demo",
              log=print) -> list[Row]:
-    """Train the teacher and the four students; returns one `Row` per model (top-1 in %, train time in s)."""
+    """Train the teacher and the four students, then time them; returns one `Row` per model (top-1 in %, train
+    time in s, img/s)."""
     data = digits_dataset(image_size=IMAGE_SIZE)
     names = data["train"].features["label"].names
     labels = {"id2label": dict(enumerate(names)), "label2id": {n: i for i, n in enumerate(names)}}
@@ -100,6 +123,7 @@ def run_demo(seed: int = 0, teacher_epochs: int = 30, student_epochs: int = 16, 
         ("+ module imitation", new_student, {**soft, **IMITATION, **windows}),
         ("+ teacher init", lambda: from_poolformer(teacher, drop_path_rate=0.1), {**soft, **IMITATION, **windows}),
     ]
+    models = [teacher]
     for name, build, recipe in variants:
         student = build()
         seconds, args, terms = fit(student, student_epochs, teacher if recipe else None, **recipe)
@@ -107,7 +131,11 @@ def run_demo(seed: int = 0, teacher_epochs: int = 30, student_epochs: int = 16, 
         logits = _predict(deploy, test, args)
         change = float(np.abs(logits - _predict(student, test, args)).max())
         rows.append(Row(f"RIFormer, {name}", _top1(logits, truth), seconds, change))
+        models.append(deploy)
         log(f"{rows[-1].name}: {rows[-1].top1:.2f}% in {seconds:.0f}s (last epoch: {terms})")
+    speed, ratios = measure_speed(models)
+    for row, images_per_second, ratio in zip(rows, speed, ratios):
+        row.images_per_second, row.speedup = images_per_second, ratio
     return rows
 
 
@@ -117,18 +145,22 @@ def _top1(logits: np.ndarray, truth: np.ndarray) -> float:
 
 def format_table(rows: list[Row], student_epochs: int) -> str:
     lines = [
-        f"{'model':<44}{'top-1 held-out':>15}{'train time':>12}{'paper S12*':>12}",
-        "-" * 83,
+        f"{'model':<44}{'top-1 held-out':>15}{'train time':>12}{'img/s**':>9}{'vs teacher':>12}{'paper S12*':>12}",
+        "-" * 104,
     ]
     paper = [None, *PAPER_S12.values()]
     for row, reference in zip(rows, paper):
         ref = f"{reference:.2f}" if reference is not None else ""
-        lines.append(f"{row.name:<44}{row.top1:>14.2f}%{row.seconds:>11.0f}s{ref:>12}".rstrip())
+        speed = f"{row.images_per_second:>9.0f}{row.speedup:>11.2f}×" if row.images_per_second else " " * 21
+        lines.append(f"{row.name:<44}{row.top1:>14.2f}%{row.seconds:>11.0f}s{speed}{ref:>12}".rstrip())
     worst = max(r.max_logit_change for r in rows if r.max_logit_change is not None)
     lines += [
-        "-" * 83,
+        "-" * 104,
         f"Students: {student_epochs} epochs each, scored after re-parameterisation (max |Δlogit| vs training form: "
         f"{worst:.1e}).",
+        f"** Teacher and deploy students in eager PyTorch, batch {SPEED_BATCH} at {IMAGE_SIZE}², "
+        f"{torch.get_num_threads()} thread(s): medians of {SPEED_ROUNDS} interleaved rounds",
+        "   (vs teacher: median of the per-round time ratios).",
         "* RIFormer-S12 on ImageNet, 120 epochs (paper, Table 6); the digits are far easier and the runs tiny.",
     ]
     return "\n".join(lines)

@@ -3,7 +3,6 @@ the image processor, offline metrics, and `run_training()` (train, resume, save,
 
 from dataclasses import dataclass, field
 
-import numpy as np
 from datasets import ClassLabel, DatasetDict, IterableDataset, IterableDatasetDict, load_dataset
 from transformers import (
     AutoConfig,
@@ -29,6 +28,7 @@ from ..data import (
 )
 from ..data.preprocessing import DEFAULT_CROP_PCT, PROCESSOR_FILE
 from ..data.rand_augment import RandAugment
+from ..evaluation import accuracy_metrics
 from ..models.riformer import RIFormerConfig, RIFormerForImageClassification
 from .arguments import RIFormerTrainingArguments
 from .recipes import recipe_model_values, recipe_training_values
@@ -130,17 +130,6 @@ class ModelArguments:
     teacher_std: list[float] | None = field(
         default=None, metadata={"help": "Normalisation std of a teacher saved without an image processor."}
     )
-
-
-def accuracy_metrics(eval_pred) -> dict[str, float]:
-    """Top-1 (and top-5 with more than 5 classes) accuracy, computed offline, for `Trainer(compute_metrics=...)`."""
-    logits, labels = eval_pred.predictions, eval_pred.label_ids
-    logits = logits[0] if isinstance(logits, tuple) else logits
-    metrics = {"accuracy": float((logits.argmax(-1) == labels).mean())}
-    if logits.shape[-1] > 5:
-        top5 = np.argpartition(-logits, 5, axis=-1)[:, :5]
-        metrics["top5_accuracy"] = float((top5 == labels[:, None]).any(-1).mean())
-    return metrics
 
 
 def load_image_dataset(args: ScriptArguments, image_size: int = DIGITS_IMAGE_SIZE) -> DatasetDict:
