@@ -6,6 +6,8 @@
     riformer-demo      the embedded digits demo             (riformer_hf.demo)
     riformer-bench     speed against PoolFormer             (riformer_hf.benchmark)
     riformer-eval      top-1 / top-5 of a model or ONNX file    (riformer_hf.evaluation)
+    riformer-export    ONNX / INT8 export                   (riformer_hf.export.onnx)
+    riformer-reparameterize  training form → deploy folder  (riformer_hf.export.deploy)
 
 `python -m riformer_hf.cli COMMAND ...` runs the same commands. A user error (a bad value, a missing file) is printed
 as one `error: …` line naming the problem and the fix, with exit code 2; an internal failure keeps its traceback and
@@ -183,7 +185,61 @@ def evaluate(argv: list[str] | None = None) -> int:
     return _run(_evaluate, argv)
 
 
-COMMANDS = {"train": train, "convert": convert, "push": push, "demo": demo, "bench": bench, "eval": evaluate}
+def _export(argv):
+    from .export.onnx import DEFAULT_OPSET, export_onnx, format_export_report
+
+    parser = argparse.ArgumentParser(
+        prog="riformer-export",
+        description="Export a RIFormer to ONNX (training form folded first) with config.json and "
+        "preprocessor_config.json beside model.onnx, checked in ONNX Runtime against PyTorch; optionally also a "
+        "static INT8 model (QDQ, per-channel) calibrated through the model's image processor.",
+    )
+    parser.add_argument("--model_name_or_path", required=True,
+                        help="RIFormer folder or Hub id; or an ONNX export (model.onnx or its folder) for --int8 only")
+    parser.add_argument("--output_dir", required=True, help="folder for model.onnx, config and image processor")
+    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET)
+    parser.add_argument("--int8", action="store_true", help="also write model_int8.onnx")
+    parser.add_argument("--calibration_data", default=None, help="folder of images (class subfolders) or 'digits'")
+    parser.add_argument("--calibration_samples", type=int, default=200, help="images to calibrate on")
+    parser.add_argument("--no_validate", action="store_true", help="skip the ONNX Runtime vs PyTorch check")
+    args = parser.parse_args(argv)
+    result = export_onnx(
+        args.model_name_or_path, args.output_dir, opset=args.opset, validate=not args.no_validate, int8=args.int8,
+        calibration_data=args.calibration_data, calibration_samples=args.calibration_samples,
+    )
+    print(format_export_report(result))
+
+
+def export(argv: list[str] | None = None) -> int:
+    """`riformer-export`: ONNX (and INT8) export."""
+    return _run(_export, argv)
+
+
+def _reparameterize(argv):
+    from .export import export_reparameterized
+
+    parser = argparse.ArgumentParser(
+        prog="riformer-reparameterize",
+        description="Fold a training-form RIFormer (a Trainer checkpoint-N or save_pretrained folder) into the deploy "
+        "folder the trainer writes: weights without token mixers, config, modelling code, image processor, model "
+        "card. Nothing is pushed.",
+    )
+    parser.add_argument("--model_dir", required=True, help="training-form folder (config.json + model.safetensors)")
+    parser.add_argument("--output_dir", required=True, help="folder for the deploy export")
+    parser.add_argument("--training_form", action="store_true", help="also keep the training form in training/")
+    args = parser.parse_args(argv)
+    _check_output_dir(args.output_dir)
+    path = export_reparameterized(args.model_dir, args.output_dir, training_form=args.training_form)
+    print(f"Deploy form of {args.model_dir} → {path}")
+
+
+def reparameterize(argv: list[str] | None = None) -> int:
+    """`riformer-reparameterize`: training checkpoint → deploy folder."""
+    return _run(_reparameterize, argv)
+
+
+COMMANDS = {"train": train, "convert": convert, "push": push, "demo": demo, "bench": bench, "eval": evaluate,
+            "export": export, "reparameterize": reparameterize}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,172 @@
+"""ONNX export, ONNX Runtime agreement, INT8 quantisation, the reparameterize command and their bad inputs."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from riformer_hf import RIFormerConfig, RIFormerForImageClassification, cli, reparameterize_model
+from riformer_hf.data import digits_dataset, make_image_processor
+from riformer_hf.export import load_riformer
+from riformer_hf.export.onnx import export_onnx, ort_session
+
+from conftest import randomize_
+
+onnx = pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+
+
+def _digits_config(**overrides):
+    names = [str(d) for d in range(10)]
+    fields = {"depths": (1, 1, 2, 1), "hidden_sizes": (8, 16, 24, 32), **overrides}
+    return RIFormerConfig(num_labels=10, id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)},
+                          **fields)
+
+
+@pytest.fixture
+def training_folder(tmp_path):
+    """A random training-form RIFormer with a 32 px image processor, saved as a folder."""
+    model = randomize_(RIFormerForImageClassification(_digits_config())).eval()
+    folder = tmp_path / "training"
+    model.save_pretrained(folder)
+    make_image_processor(32, crop_pct=1.0).save_pretrained(folder)
+    return model, folder
+
+
+def _ort_logits(path, pixels: torch.Tensor) -> np.ndarray:
+    return ort_session(path).run(["logits"], {"pixel_values": pixels.numpy()})[0]
+
+
+def test_export_command_from_a_training_form_folder(training_folder, tmp_path, capsys):
+    model, folder = training_folder
+    out = tmp_path / "onnx"
+    assert cli.export(["--model_name_or_path", str(folder), "--output_dir", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "batch 1 @ 32²" in printed and "batch 2 @ 64²" in printed and "max |Δlogits|" in printed
+
+    graph = onnx.load(str(out / "model.onnx"))
+    assert max(op.version for op in graph.opset_import if op.domain in ("", "ai.onnx")) == 18
+    dims = [d.dim_param for d in graph.graph.input[0].type.tensor_type.shape.dim]
+    assert dims[0] and dims[2] and dims[3]  # batch, height and width are symbolic
+    config = json.loads((out / "config.json").read_text())
+    assert config["reparameterized"] is True and config["id2label"]["7"] == "7"
+    processor = json.loads((out / "preprocessor_config.json").read_text())
+    assert processor["crop_size"] == {"height": 32, "width": 32}
+
+    generator = torch.Generator().manual_seed(1)
+    for shape in ((1, 3, 32, 32), (3, 3, 64, 64), (2, 3, 48, 96)):  # batch, square and non-square sizes
+        pixels = torch.randn(shape, generator=generator)
+        with torch.no_grad():
+            expected = model(pixel_values=pixels).logits.numpy()
+        assert np.abs(_ort_logits(out / "model.onnx", pixels) - expected).max() <= 1e-4
+
+
+def test_export_of_a_deploy_form_model_matches_the_training_form(tmp_path):
+    model = randomize_(RIFormerForImageClassification(_digits_config()), seed=3).eval()
+    deploy = reparameterize_model(model)
+    result = export_onnx(deploy, tmp_path / "onnx", image_processor=make_image_processor(32, crop_pct=1.0),
+                         batch_sizes=(1, 4), image_sizes=(32, 96))
+    assert [(r.batch_size, r.image_size) for r in result.validation] == [(1, 32), (4, 32), (1, 96), (4, 96)]
+    assert all(r.max_abs_diff <= 1e-4 for r in result.validation)
+    assert deploy.is_reparameterized and not model.is_reparameterized  # the caller's models are untouched
+    pixels = torch.randn(5, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        expected = model(pixel_values=pixels).logits.numpy()
+    assert np.abs(_ort_logits(result.onnx_path, pixels) - expected).max() <= 1e-4
+
+
+@pytest.fixture(scope="module")
+def digits_model():
+    """A tiny RIFormer trained on the digits (a few seconds on one thread) and its 32 px image processor."""
+    torch.manual_seed(0)
+    processor = make_image_processor(32, crop_pct=1.0)
+    splits = digits_dataset(image_size=32)
+    pixels = torch.from_numpy(processor(images=list(splits["train"]["image"]), return_tensors="np")["pixel_values"])
+    labels = torch.tensor(splits["train"]["label"])
+    model = RIFormerForImageClassification(_digits_config(hidden_sizes=(16, 32, 48, 64)))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=4e-3)
+    model.train()
+    for _ in range(8):
+        for batch in torch.randperm(len(labels)).split(64):
+            loss = model(pixel_values=pixels[batch], labels=labels[batch]).loss
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+    return model.eval(), processor, splits["test"]
+
+
+def test_int8_export_keeps_top1_on_held_out_digits(digits_model, tmp_path):
+    model, processor, test = digits_model
+    result = export_onnx(model, tmp_path / "onnx", image_processor=processor, int8=True,
+                         calibration_data="digits", calibration_samples=200)
+    graph = onnx.load(str(result.int8_path))
+    ops = {node.op_type for node in graph.graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear", "Conv"} <= ops
+    assert result.calibration_images == 200
+
+    held_out = torch.from_numpy(processor(images=list(test["image"]), return_tensors="np")["pixel_values"])
+    with torch.no_grad():
+        pytorch_top1 = (model(pixel_values=held_out).logits.argmax(-1) == torch.tensor(test["label"])).double().mean()
+    compared = result.int8_comparison
+    assert compared["images"] == len(test)
+    assert compared["fp32_top1"] == pytest.approx(pytorch_top1.item(), abs=1 / len(test))
+    assert compared["fp32_top1"] > 0.85  # a trained model, so the bound below says something
+    assert abs(compared["top1_change_points"]) <= 0.5
+    assert compared["agreement"] >= 0.97
+
+
+def test_reparameterize_command_writes_the_folded_model(training_folder, tmp_path, capsys):
+    model, folder = training_folder
+    out = tmp_path / "deploy"
+    assert cli.reparameterize(["--model_dir", str(folder), "--output_dir", str(out)]) == 0
+    assert str(out) in capsys.readouterr().out
+    loaded = load_riformer(out)
+    expected = reparameterize_model(model)
+    assert loaded.is_reparameterized
+    assert loaded.state_dict().keys() == expected.state_dict().keys()
+    for name, tensor in expected.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], tensor), name
+    assert (out / "preprocessor_config.json").is_file() and (out / "README.md").is_file()
+
+
+def _one_error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err
+    return err
+
+
+def test_bad_inputs_are_one_line_errors(tmp_path, capsys):
+    from transformers import PoolFormerConfig, PoolFormerForImageClassification
+
+    other = tmp_path / "poolformer"
+    PoolFormerForImageClassification(PoolFormerConfig(depths=[1, 1, 1, 1], hidden_sizes=[8, 16, 24, 32])) \
+        .save_pretrained(other)
+    out = tmp_path / "out"
+    assert cli.export(["--model_name_or_path", str(other), "--output_dir", str(out)]) == 2
+    err = _one_error_line(capsys)
+    assert "'poolformer' model, not a RIFormer" in err and "riformer-convert" in err
+
+    corrupt = tmp_path / "corrupt"
+    corrupt.mkdir()
+    (corrupt / "model.onnx").write_bytes(b"\x08\x07this is not protobuf" * 10)
+    assert cli.export(["--model_name_or_path", str(corrupt), "--output_dir", str(out), "--int8",
+                       "--calibration_data", "digits"]) == 2
+    err = _one_error_line(capsys)
+    assert "is not a valid ONNX model" in err and "re-export it with riformer-export" in err
+
+    model = RIFormerForImageClassification(_digits_config())
+    model.save_pretrained(tmp_path / "riformer")
+    empty = tmp_path / "empty"
+    (empty / "cats").mkdir(parents=True)
+    (empty / "cats" / "notes.txt").write_text("no images here")
+    assert cli.export(["--model_name_or_path", str(tmp_path / "riformer"), "--output_dir", str(out), "--int8",
+                       "--calibration_data", str(empty)]) == 2
+    err = _one_error_line(capsys)
+    assert "holds no images" in err and "'digits'" in err
+
+    assert cli.export(["--model_name_or_path", str(tmp_path / "riformer"),
+                       "--output_dir", str(tmp_path / "riformer")]) == 2
+    assert "holds a PyTorch model" in _one_error_line(capsys)
+    assert not out.exists()
+    assert load_riformer(tmp_path / "riformer").is_reparameterized is False  # the source folder is untouched
