@@ -428,3 +428,16 @@ def test_console_script_is_quiet_and_errors_are_one_line(tmp_path):
     again = console(["--output_dir", "run", *TINY, *QUICK, "--hflip", "2"], tmp_path)
     assert again.returncode == 2
     assert again.stderr.splitlines() == ["error: --hflip 2.0: a probability must lie in [0, 1]."]
+
+
+def test_riformer_push_and_bench_user_errors_are_one_line(earlier_copy, hub, capsys):
+    scratch = hub[1]
+    folder, before = earlier_copy
+    assert cli.push(["--model_dir", str(folder), "--repo_id", "bad repo id!!"]) == 2
+    assert error_line(capsys).startswith(
+        "error: 'bad repo id!!' is not a valid Hub repo id (Repo id must use alphanumeric chars")
+    assert cli.push(["--model_dir", str(folder / "missing"), "--repo_id", "test-user/x"]) == 2
+    assert error_line(capsys).startswith(f"error: {folder / 'missing'} has no config.json")
+    assert not list(scratch.iterdir()) and checksums(folder) == before
+    assert cli.bench(["--presets", "s13"]) == 2
+    assert error_line(capsys) == "error: Unknown preset(s) ['s13']; choose from s12, s24, s36, m36, m48."

@@ -142,6 +142,7 @@ def test_two_process_accelerate_launch_on_cpu(tmp_path):
         command, capture_output=True, text=True, cwd=tmp_path, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"}
     )
     assert done.returncode == 0, done.stderr[-4000:]
+    assert "find_unused_parameters" not in done.stderr  # riformer-train tells DDP that every parameter is used
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1)]
     assert [r["world_size"] for r in ranks] == [2, 2] and ranks[0]["backend"] == "gloo"
     start = PoolFormerForImageClassification.from_pretrained(teacher_dir).classifier.weight

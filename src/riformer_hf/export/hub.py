@@ -11,6 +11,7 @@ import tempfile
 from pathlib import Path
 
 from huggingface_hub import HfApi, constants
+from huggingface_hub.utils import HFValidationError, validate_repo_id
 from torch import nn
 
 from .deploy import STALE_WEIGHTS, export_files, export_reparameterized
@@ -101,6 +102,13 @@ def push_reparameterized(
     `push_training_weights=True` adds the training form under `training/`. `card_info` goes to `build_model_card`.
     Honours `HF_ENDPOINT`; returns the CommitInfo. Raises `HubPushError` (with the retry command) when the Hub fails.
     """
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as error:
+        raise ValueError(
+            f"{repo_id!r} is not a valid Hub repo id ({error}): use `name` or `namespace/name` with letters, digits, "
+            "'-', '_' and '.'."
+        ) from None
     keep = save_dir is not None
     local_dir = Path(save_dir) if keep else Path(tempfile.mkdtemp(prefix="riformer-export-")) / "export"
     try:

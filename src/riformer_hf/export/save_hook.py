@@ -246,10 +246,14 @@ class ReparameterizedExportMixin:
             message = f"Training in progress, epoch {int(self.state.epoch)}"
         snapshot = Path(tempfile.mkdtemp(prefix="riformer-push-")) / "export"
         # From the folder just written, as Trainer pushes checkpoints: no second gathering of sharded weights.
-        export_reparameterized(
-            checkpoint_folder, snapshot, image_processor=self.processing_class,
-            training_form=self.push_training_weights, **self._card_info(),
-        )
+        try:
+            export_reparameterized(
+                checkpoint_folder, snapshot, image_processor=self.processing_class,
+                training_form=self.push_training_weights, **self._card_info(),
+            )
+        except BaseException:
+            shutil.rmtree(snapshot.parent, ignore_errors=True)
+            raise
         jobs = [self._push_export(snapshot, message, blocking=False, retry_dir=checkpoint_folder, cleanup=True)]
         if self.args.hub_strategy in (HubStrategy.CHECKPOINT, HubStrategy.ALL_CHECKPOINTS):
             # Trainer's resume copy: the training-form checkpoint, in a subfolder of the repo.
