@@ -301,6 +301,12 @@ BAD_TRAINING_ARGUMENTS = {
     "deploy config": (["--config_name", "{tmp}/deploy"], lambda tmp: (
         f"error: --config_name {tmp}/deploy is a re-parameterised (deploy) RIFormer, which has no token mixer to train "
         "or imitate")),
+    "imitation teacher": (["--imitation_teacher", "{tmp}/run"], lambda tmp: (
+        f"error: --imitation_teacher {tmp}/run is a 'riformer' model; module imitation needs a PoolFormer isomorphic "
+        "to the student (pass other classifiers as --teacher_model).")),
+    "invalid config": (["--config_name", "{tmp}/invalid"], lambda tmp: (
+        f"error: --config_name {tmp}/invalid: its config is invalid (Validation error for field 'depths': TypeError: "
+        "Field 'depths' with value 'abc' doesn't match")),
     "eval without a model": (["--do_eval"], lambda tmp: (
         "error: --do_eval without --do_train evaluates --model_name_or_path: give the model to evaluate.")),
 }
@@ -312,6 +318,8 @@ def test_bad_training_arguments_get_one_line_before_any_data_is_read(case, earli
     folder, before = earlier_copy
     poolformer_folder(tmp_path / "pool")
     deploy_config(tmp_path / "deploy")
+    (tmp_path / "invalid").mkdir()
+    (tmp_path / "invalid" / "config.json").write_text(json.dumps({"model_type": "riformer", "depths": "abc"}))
     flags, expected = BAD_TRAINING_ARGUMENTS[case]
     flags = [f.replace("{tmp}", str(tmp_path)) for f in flags]
     assert cli.train(["--output_dir", str(folder), "--overwrite_output_dir", *TINY, *QUICK, *flags]) == 2

@@ -27,15 +27,17 @@ from collections.abc import Callable
 USER_ERROR = 2
 INTERNAL_ERROR = 1
 NOT_PUSHED = 3
-# What bad input raises in this package and the libraries it drives; anything else is a bug and keeps its traceback.
-USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError, KeyError,
-               TypeError, OSError)
+# What bad input raises in this package and the libraries it drives (with huggingface_hub's StrictDataclassError for
+# a config.json that its class refuses); anything else is a bug and keeps its traceback.
+USER_ERRORS = (ValueError, OSError)
 
 
 def _run(command: Callable[[list[str]], object], argv: list[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     argv = [a for a in argv if a != "--debug"]
+    from huggingface_hub.errors import StrictDataclassError
+
     from .export.hub import HubPushError
 
     try:
@@ -50,7 +52,7 @@ def _run(command: Callable[[list[str]], object], argv: list[str] | None) -> int:
             traceback.print_exc()
         print(f"error: {error}", file=sys.stderr)
         return NOT_PUSHED
-    except USER_ERRORS as error:
+    except (*USER_ERRORS, StrictDataclassError) as error:
         if debug:
             traceback.print_exc()
         print(f"error: {_one_line(error)}", file=sys.stderr)

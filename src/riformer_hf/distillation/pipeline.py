@@ -15,6 +15,7 @@ import datasets
 import numpy as np
 import torch
 from datasets import ClassLabel, DatasetDict, load_dataset
+from huggingface_hub.errors import StrictDataclassError
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 from transformers import (
     AutoConfig,
@@ -279,6 +280,12 @@ def build_trainer(
     with training_args.main_process_first(desc="loading data and models"):  # one process downloads, the others reuse
         teacher = load_teacher(model_args.teacher_model) if model_args.teacher_model else None
         imitation_teacher = load_teacher(model_args.imitation_teacher) if model_args.imitation_teacher else None
+        if imitation_teacher is not None and not isinstance(imitation_teacher, PoolFormerForImageClassification):
+            raise ValueError(
+                f"--imitation_teacher {model_args.imitation_teacher} is a {imitation_teacher.config.model_type!r} model; "
+                "module imitation needs a PoolFormer isomorphic to the student (pass other classifiers as "
+                "--teacher_model)."
+            )
         poolformer = imitation_teacher or (teacher if isinstance(teacher, PoolFormerForImageClassification) else None)
         sources = [model_args.model_name_or_path] if model_args.model_name_or_path else []
         if model_args.init_from_teacher and poolformer is not None:
@@ -287,7 +294,8 @@ def build_trainer(
         data = load_image_dataset(script_args, image_size=processor_spec(processor).image_size)
         id2label, label2id = label_maps(data["train"], script_args.label_column)
         set_seed(training_args.seed)
-        student = build_student(model_args, id2label, label2id, poolformer, evaluate_only=not training_args.do_train)
+        evaluate_only = training_args.do_eval and not training_args.do_train
+        student = build_student(model_args, id2label, label2id, poolformer, evaluate_only=evaluate_only)
     hflip = script_args.hflip if script_args.hflip is not None else (0.0 if embedded else 0.5)
     train_transform = TrainTransform.from_image_processor(
         processor, scale=(script_args.min_crop_area, 1.0), hflip=hflip
@@ -430,7 +438,11 @@ def _check_source(flag: str, value: str | None) -> None:
 def _check_student_config(flag: str, value: str, training: bool) -> None:
     """A RIFormer config, in training form when it is trained."""
     _check_source(flag, value)
-    config = AutoConfig.from_pretrained(value)
+    try:
+        config = AutoConfig.from_pretrained(value)
+    except StrictDataclassError as error:
+        reason = " ".join(str(error).split())
+        raise ValueError(f"--{flag} {value}: its config is invalid ({reason}): correct config.json.") from None
     if config.model_type == "poolformer":
         raise ValueError(
             f"--{flag} {value} is a PoolFormer, not a RIFormer: to start a RIFormer student from it pass "
