@@ -9,9 +9,17 @@
     riformer-export    ONNX / INT8 export                   (riformer_hf.export.onnx)
     riformer-reparameterize  training form → deploy folder  (riformer_hf.export.deploy)
 
-`python -m riformer_hf.cli COMMAND ...` runs the same commands. A user error (a bad value, a missing file) is printed
-as one `error: …` line naming the problem and the fix, with exit code 2; an internal failure keeps its traceback and
-exits with 1. `--debug` shows the traceback of user errors too.
+`python -m riformer_hf.cli COMMAND ...` runs the same commands. Exit codes:
+
+    0    done
+    1    internal failure (a bug): its traceback is printed
+    2    user error (a bad value, a missing or unreadable file, a full disk): one `error: …` line naming the problem,
+         the value and the fix; nothing already saved was changed
+    3    saved locally but not pushed (the Hub failed): every local file is written, the `error: …` message ends with
+         the one command that retries the push
+    130  interrupted (Ctrl-C)
+
+`--debug` prints the traceback for codes 2 and 3 too.
 """
 
 import argparse
@@ -21,15 +29,20 @@ from collections.abc import Callable
 
 USER_ERROR = 2
 INTERNAL_ERROR = 1
-# What bad input raises in this package and the libraries it drives; anything else is a bug and keeps its traceback.
-USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError, KeyError,
-               TypeError, OSError)
+NOT_PUSHED = 3
+# What bad input raises in this package and the libraries it drives (with huggingface_hub's StrictDataclassError for
+# a config.json that its class refuses); anything else is a bug and keeps its traceback.
+USER_ERRORS = (ValueError, OSError)
 
 
 def _run(command: Callable[[list[str]], object], argv: list[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     argv = [a for a in argv if a != "--debug"]
+    from huggingface_hub.errors import StrictDataclassError
+
+    from .export.hub import HubPushError
+
     try:
         command(argv)
     except SystemExit:
@@ -37,13 +50,23 @@ def _run(command: Callable[[list[str]], object], argv: list[str] | None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
-    except USER_ERRORS as error:
+    except HubPushError as error:
         if debug:
             traceback.print_exc()
-        message = " ".join(str(error).split()) or type(error).__name__
-        print(f"error: {message}", file=sys.stderr)
+        print(f"error: {error}", file=sys.stderr)
+        return NOT_PUSHED
+    except (*USER_ERRORS, StrictDataclassError) as error:
+        if debug:
+            traceback.print_exc()
+        print(f"error: {_one_line(error)}", file=sys.stderr)
         return USER_ERROR
     return 0
+
+
+def _one_line(error: BaseException) -> str:
+    """The message on one line; an OSError raised with our own text (errno, message) without its `[Errno N]`."""
+    text = error.strerror if isinstance(error, OSError) and error.strerror and error.filename is None else str(error)
+    return " ".join(text.split()) or type(error).__name__
 
 
 def _train(argv):

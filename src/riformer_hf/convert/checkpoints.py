@@ -29,11 +29,21 @@ def read_checkpoint(path: str | os.PathLike):
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        return load_file(path)
+        try:
+            return load_file(path)
+        except SafetensorError as error:
+            with path.open("rb") as file:
+                has_header = file.read(9)[8:] == b"{"  # 8 bytes of header length, then its JSON
+            raise ValueError(_unreadable(path, "a safetensors file", error, truncated=has_header)) from None
+    with path.open("rb") as file:
+        head = file.read(4)
+    pytorch_format = head.startswith(b"PK\x03\x04") or head.startswith(b"\x80")  # torch.save's zip, legacy pickle
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):  # DeiT-style files keep the training `args`
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
+        if not pytorch_format:
+            raise ValueError(_unreadable(path, "a PyTorch checkpoint", error)) from None
         try:
             objects = ", ".join(torch.serialization.get_unsafe_globals_in_checkpoint(path)) or "unknown"
         except Exception:  # not a zip-format file: the refusal itself is the explanation
@@ -44,6 +54,22 @@ def read_checkpoint(path: str | os.PathLike):
             f"`torch.save(torch.load({str(path)!r}, weights_only=False)['state_dict'], 'weights.pth')` "
             "(use the key that holds the weights: 'state_dict', 'model' or none)."
         ) from error
+    except (RuntimeError, EOFError, KeyError, IndexError, ValueError) as error:  # what torch.load raises on bad bytes
+        raise ValueError(_unreadable(path, "a PyTorch checkpoint", error, truncated=pytorch_format)) from None
+
+
+def _unreadable(path: Path, what: str, error: Exception, truncated: bool = True) -> str:
+    """Why `path` cannot be read: damaged (truncated) or not a checkpoint at all, and what to do."""
+    size = path.stat().st_size
+    if truncated:
+        reason = " ".join(str(error).split()).split(". ")[0] or type(error).__name__
+        problem = f"is not readable as {what} ({size:,} bytes; {reason})"
+        fix = "the file is damaged, most often truncated by an interrupted download or copy: download it again"
+    else:
+        with path.open("rb") as file:
+            problem = f"is not {what} ({size:,} bytes, starting with {file.read(16)!r})"
+        fix = "check that --checkpoint names the weights file (.pth from torch.save, or .safetensors)"
+    return f"{path} {problem}: {fix}."
 
 
 def unwrap_state_dict(checkpoint) -> dict[str, torch.Tensor]:

@@ -11,6 +11,8 @@ import tempfile
 from pathlib import Path
 
 from huggingface_hub import HfApi, constants
+from huggingface_hub.utils import HFValidationError, validate_repo_id
+from torch import nn
 
 from .deploy import STALE_WEIGHTS, export_files, export_reparameterized
 
@@ -43,7 +45,9 @@ def upload_checkpoint(api: HfApi, folder, repo_id: str, **upload):
     return api.upload_folder(repo_id=repo_id, folder_path=folder, **upload)
 
 
-def retry_command(model_dir, repo_id: str, *, revision=None, private=None, commit_message=None) -> str:
+def retry_command(
+    model_dir, repo_id: str, *, revision=None, private=None, commit_message=None, push_training_weights=False
+) -> str:
     """The shell command that pushes `model_dir` again (endpoint included when it is not the public Hub).
 
     It runs `python -m riformer_hf.cli push` (what `riformer-push` runs), so it works from any install.
@@ -56,6 +60,8 @@ def retry_command(model_dir, repo_id: str, *, revision=None, private=None, commi
         words.append("--private")
     if commit_message:
         words += ["--commit_message", commit_message]
+    if push_training_weights:
+        words.append("--push_training_weights")
     prefix = f"HF_ENDPOINT={shlex.quote(constants.ENDPOINT)} " if constants.ENDPOINT != "https://huggingface.co" else ""
     return prefix + shlex.join(words)
 
@@ -91,28 +97,45 @@ def push_reparameterized(
     """Re-parameterise a RIFormer (a model, or a folder in either form) and push the deploy export to `repo_id`.
 
     A training-form model or checkpoint is folded; a deploy one passes through. The export is written to `save_dir`
-    (kept) or a temporary folder (removed after a successful push, kept and named in the error otherwise).
+    (kept) or a temporary folder, which is removed once pushed, and also when the push fails from a folder (the
+    retry command then names that folder); from an in-memory model it is kept for the retry command.
     `push_training_weights=True` adds the training form under `training/`. `card_info` goes to `build_model_card`.
     Honours `HF_ENDPOINT`; returns the CommitInfo. Raises `HubPushError` (with the retry command) when the Hub fails.
     """
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as error:
+        raise ValueError(
+            f"{repo_id!r} is not a valid Hub repo id ({error}): use `name` or `namespace/name` with letters, digits, "
+            "'-', '_' and '.'."
+        ) from None
     keep = save_dir is not None
     local_dir = Path(save_dir) if keep else Path(tempfile.mkdtemp(prefix="riformer-export-")) / "export"
-    export_reparameterized(
-        model_or_dir, local_dir, image_processor=image_processor, training_form=push_training_weights,
-        repo_id=repo_id, **card_info,
-    )
+    try:
+        export_reparameterized(
+            model_or_dir, local_dir, image_processor=image_processor, training_form=push_training_weights,
+            repo_id=repo_id, **card_info,
+        )
+    except BaseException:
+        if not keep:
+            shutil.rmtree(local_dir.parent, ignore_errors=True)
+        raise
     try:
         commit = upload_export(
             HfApi(library_name="riformer_hf"), local_dir, repo_id, token=token, private=private, revision=revision,
             commit_message=commit_message,
         )
     except Exception as error:
-        raise push_failure(error, repo_id, local_dir, revision=revision, private=private) from error
+        source_dir = None if keep or isinstance(model_or_dir, nn.Module) else Path(model_or_dir)
+        if source_dir is not None:
+            shutil.rmtree(local_dir.parent, ignore_errors=True)
+        retry = {"revision": revision, "private": private, "commit_message": commit_message}
+        if source_dir is not None:
+            retry["push_training_weights"] = push_training_weights
+        raise push_failure(error, repo_id, source_dir or local_dir, **retry) from error
     if not keep:
         shutil.rmtree(local_dir.parent, ignore_errors=True)
     return commit
-
-
 
 
 __all__ = ["HubPushError", "push_failure", "push_reparameterized", "retry_command", "upload_export"]

@@ -1,14 +1,16 @@
 """The save hook: Trainer checkpoints stay in training form, `save_model()` and Hub pushes hold the deploy export."""
 
+import errno
 import json
 import logging
+import re
 import shutil
 import tempfile
 from pathlib import Path
 
 import torch
 from huggingface_hub import HfApi
-from transformers.trainer_utils import HubStrategy, SaveStrategy
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, HubStrategy, SaveStrategy
 from transformers.utils.hub import PushInProgress
 
 from ..data.preprocessing import make_image_processor
@@ -19,6 +21,45 @@ from .model_card import build_model_card, eval_results_from_log_history, hub_mod
 
 logger = logging.getLogger(__name__)
 TRAINING_ARGS_FILE = "training_args.bin"
+TRAINER_STATE_FILE = "trainer_state.json"  # Trainer writes it last into a checkpoint: its presence marks a whole one
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+_CHECKPOINT = re.compile(rf"{PREFIX_CHECKPOINT_DIR}-(\d+)")
+
+
+def checkpoint_folders(output_dir) -> list[Path]:
+    """The `checkpoint-N` folders in `output_dir`, oldest step first (complete or not)."""
+    output_dir = Path(output_dir)
+    if not output_dir.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in output_dir.iterdir() if p.is_dir() and (m := _CHECKPOINT.fullmatch(p.name))]
+    return [path for _, path in sorted(found)]
+
+
+def is_complete_checkpoint(folder) -> bool:
+    """Whether `folder` holds a whole Trainer checkpoint: weights and a readable `trainer_state.json`."""
+    folder = Path(folder)
+    try:
+        json.loads((folder / TRAINER_STATE_FILE).read_text())
+    except (OSError, ValueError):
+        return False
+    return any((folder / name).is_file() for name in WEIGHT_FILES)
+
+
+def checkpoint_bytes(model, with_optimizer: bool = True) -> int:
+    """About what one checkpoint of `model` takes on disk: float32 weights, AdamW's two moments, 10 % + 1 MB."""
+    tensors = 3 if with_optimizer else 1
+    return int(1.1 * tensors * 4 * model.num_parameters()) + 1_000_000
+
+
+def _is_disk_full(error: BaseException, folder: Path, needed: int) -> bool:
+    while error is not None:
+        if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+            return True
+        error = error.__cause__ or error.__context__
+    try:
+        return shutil.disk_usage(folder).free < needed
+    except OSError:
+        return False
 
 
 class ReparameterizedExportMixin:
@@ -83,6 +124,28 @@ class ReparameterizedExportMixin:
             torch.save(self.args, output_dir / TRAINING_ARGS_FILE)
         if self.args.push_to_hub and not _internal_call:
             self.push_to_hub(commit_message="Model save", revision=self.args.hub_revision)
+
+    def _save_checkpoint(self, model, trial) -> None:
+        """Trainer's checkpoint, whole or not at all: a save that fails removes the folder it began (so `resume
+        last` finds the previous one), and a full disk is named as such."""
+        folder = Path(self._get_output_dir(trial=trial)) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        existed = folder.exists()
+        try:
+            super()._save_checkpoint(model, trial)
+        except BaseException as error:
+            if self.args.should_save and not existed:
+                shutil.rmtree(folder, ignore_errors=True)
+            needed = checkpoint_bytes(self.model)
+            if isinstance(error, Exception) and _is_disk_full(error, folder.parent, needed):
+                complete = [f.name for f in checkpoint_folders(folder.parent) if is_complete_checkpoint(f)]
+                previous = f"{complete[-1]} is complete" if complete else "no earlier checkpoint was saved"
+                raise OSError(
+                    errno.ENOSPC,
+                    f"Disk full while writing {folder.name} in {folder.parent} ({shutil.disk_usage(folder.parent).free:,}"
+                    f" bytes free, a checkpoint takes about {needed:,}); the partial {folder.name} was removed and "
+                    f"{previous}: free some space, then run again with --resume_from_checkpoint last",
+                ) from error
+            raise
 
     def _gathered_student(self) -> RIFormerPreTrainedModel:
         """The student with its full weights: the model itself, or a copy gathered from FSDP / DeepSpeed shards."""
@@ -183,10 +246,14 @@ class ReparameterizedExportMixin:
             message = f"Training in progress, epoch {int(self.state.epoch)}"
         snapshot = Path(tempfile.mkdtemp(prefix="riformer-push-")) / "export"
         # From the folder just written, as Trainer pushes checkpoints: no second gathering of sharded weights.
-        export_reparameterized(
-            checkpoint_folder, snapshot, image_processor=self.processing_class,
-            training_form=self.push_training_weights, **self._card_info(),
-        )
+        try:
+            export_reparameterized(
+                checkpoint_folder, snapshot, image_processor=self.processing_class,
+                training_form=self.push_training_weights, **self._card_info(),
+            )
+        except BaseException:
+            shutil.rmtree(snapshot.parent, ignore_errors=True)
+            raise
         jobs = [self._push_export(snapshot, message, blocking=False, retry_dir=checkpoint_folder, cleanup=True)]
         if self.args.hub_strategy in (HubStrategy.CHECKPOINT, HubStrategy.ALL_CHECKPOINTS):
             # Trainer's resume copy: the training-form checkpoint, in a subfolder of the repo.
@@ -268,5 +335,5 @@ class ReparameterizedExportMixin:
         }
 
 
-__all__ = ["ReparameterizedExportMixin"]
+__all__ = ["ReparameterizedExportMixin", "checkpoint_bytes", "checkpoint_folders", "is_complete_checkpoint"]
 
