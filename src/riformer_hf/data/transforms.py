@@ -4,6 +4,7 @@ Evaluation preprocessing is the image processor saved with the model (`Processor
 augmentation (`TrainTransform`) takes its output size and normalisation from that same processor.
 """
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,10 +26,15 @@ logger = logging.get_logger(__name__)
 def to_tensor(image: PILImage.Image, mean, std) -> torch.Tensor:
     """PIL image → normalised float32 tensor (3, H, W): x / 255 scaled and shifted in one pass over the pixels."""
     pixels = torch.from_numpy(np.array(image if image.mode == "RGB" else image.convert("RGB"), dtype=np.uint8))
-    std = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
-    shift = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1) / std
+    scale, shift = _normalisation(tuple(mean), tuple(std))
     tensor = pixels.permute(2, 0, 1).to(torch.float32, memory_format=torch.contiguous_format)
-    return tensor.mul_(1.0 / (255.0 * std)).sub_(shift)
+    return tensor.mul_(scale).sub_(shift)
+
+
+@functools.lru_cache(maxsize=16)
+def _normalisation(mean: tuple[float, ...], std: tuple[float, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    std_ = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
+    return 1.0 / (255.0 * std_), torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1) / std_
 
 
 @dataclass
