@@ -479,6 +479,96 @@ def plot_throughput_vs_accuracy(record: dict, path: str) -> None:
 # ---- command line (riformer-bench) ----
 
 
+# ---- gradient checkpointing memory ----
+
+
+def run_memory_benchmark(settings: BenchmarkSettings, preset: str = "s12") -> dict:
+    """Peak memory of one RIFormer training step (forward + backward, training form) without and with gradient
+    checkpointing, each in a fresh subprocess so that neither sees the other's allocations.
+
+    On CPU the peak is the process's peak resident set (`ru_maxrss`), on CUDA `torch.cuda.max_memory_allocated`;
+    `step_bytes` is the rise of that peak over the model and inputs alone, i.e. what the step itself needs.
+    """
+    import subprocess
+    import sys
+
+    import riformer_hf
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.path.dirname(os.path.dirname(riformer_hf.__file__)),
+                                                         os.environ.get("PYTHONPATH", "")])}
+    child = "import json, sys; from riformer_hf.benchmark import _step_memory; print(json.dumps(_step_memory(*json.loads(sys.argv[1]))))"
+    runs = {}
+    for name, checkpointing in (("without_checkpointing", False), ("with_checkpointing", True)):
+        arguments = json.dumps([preset, asdict(settings), checkpointing])
+        done = subprocess.run([sys.executable, "-c", child, arguments], capture_output=True, text=True, env=env)
+        if done.returncode != 0:
+            raise RuntimeError(f"The memory measurement ({name}) failed:\n{done.stderr[-2000:]}")
+        runs[name] = json.loads(done.stdout.strip().splitlines()[-1])
+    without, with_ = runs["without_checkpointing"], runs["with_checkpointing"]
+    return {
+        "preset": preset,
+        "batch_size": settings.batch_size,
+        "image_size": settings.image_size,
+        "device": settings.device,
+        "dtype": settings.dtype,
+        "measure": "peak RSS (ru_maxrss)" if settings.device == "cpu" else "torch.cuda.max_memory_allocated",
+        **runs,
+        "peak_saving_bytes": without["peak_bytes"] - with_["peak_bytes"],
+        "step_memory_ratio": without["step_bytes"] / with_["step_bytes"],
+        "step_time_ratio": with_["seconds"] / without["seconds"],
+    }
+
+
+def _step_memory(preset: str, settings: dict, checkpointing: bool) -> dict:
+    """One training step in this process; its peak memory and that of the model and inputs before it, in bytes."""
+    import resource
+
+    settings = BenchmarkSettings(**{**settings, "presets": tuple(settings["presets"])})
+    cuda = settings.device.startswith("cuda")
+
+    def peak() -> int:
+        return torch.cuda.max_memory_allocated() if cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+    torch.manual_seed(settings.seed)
+    with _threads(settings.threads):
+        config = riformer_config(preset, settings)
+        model = RIFormerForImageClassification(config).to(settings.device, settings.torch_dtype).train()
+        if checkpointing:
+            model.activation_checkpointing_enable()
+        shape = (settings.batch_size, config.num_channels, settings.image_size, settings.image_size)
+        pixels = torch.randn(shape, device=settings.device, dtype=settings.torch_dtype)
+        labels = torch.randint(0, config.num_labels, (settings.batch_size,), device=settings.device)
+        if cuda:
+            torch.cuda.synchronize(settings.device)
+            torch.cuda.reset_peak_memory_stats(settings.device)
+        before = peak()
+        start = time.perf_counter()
+        model(pixel_values=pixels, labels=labels).loss.backward()
+        _synchronizer(settings.device)()
+        seconds = time.perf_counter() - start
+    return {"before_bytes": before, "peak_bytes": peak(), "step_bytes": peak() - before, "seconds": seconds}
+
+
+def format_memory_table(record: dict) -> str:
+    mib = 2**20
+    lines = [
+        f"Gradient checkpointing, RIFormer-{record['preset'].upper()} training step, batch {record['batch_size']}, "
+        f"{record['image_size']}², {record['device']} {record['dtype']}; {record['measure']}",
+        f"{'':24} {'peak MiB':>10} {'step MiB':>10} {'step s':>8}",
+    ]
+    for name in ("without_checkpointing", "with_checkpointing"):
+        run = record[name]
+        lines.append(
+            f"{name.replace('_', ' '):24} {run['peak_bytes'] / mib:10.0f} {run['step_bytes'] / mib:10.0f} "
+            f"{run['seconds']:8.2f}"
+        )
+    lines.append(
+        f"saving: {record['peak_saving_bytes'] / mib:.0f} MiB of peak; the step needs "
+        f"{record['step_memory_ratio']:.2f}x less memory and {record['step_time_ratio']:.2f}x the time"
+    )
+    return "\n".join(lines)
+
+
 def int_tuple(text: str) -> tuple[int, ...]:
     return tuple(int(v) for v in text.split(","))
 
@@ -505,6 +595,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--distillation", action="store_true", help="also time distillation training steps")
     parser.add_argument("--distillation_only", action="store_true", help="only time distillation training steps")
     parser.add_argument("--distillation_batch_size", type=int, default=None, help="default: --batch_size")
+    parser.add_argument("--memory", action="store_true", help="also measure the memory gradient checkpointing saves")
+    parser.add_argument("--memory_batch_size", type=int, default=64, help="batch of the memory measurement")
     return parser.parse_args(argv)
 
 
@@ -526,6 +618,11 @@ def main(argv=None) -> dict:
         record["distillation"] = run_distillation_benchmark(distill_settings, preset=presets[0])
         print()
         print(format_distillation_table(record["distillation"]))
+    if args.memory:
+        memory_settings = BenchmarkSettings(**{**fields, "batch_size": args.memory_batch_size})
+        record["memory"] = run_memory_benchmark(memory_settings, preset=presets[0])
+        print()
+        print(format_memory_table(record["memory"]))
     with open(args.output_json, "w") as handle:
         json.dump(record, handle, indent=2)
     print(f"json: {args.output_json}")
