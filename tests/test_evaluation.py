@@ -76,7 +76,7 @@ def reference(model_dir: Path, folder: Path):
     model = AutoModelForImageClassification.from_pretrained(model_dir).eval()
     processor = AutoImageProcessor.from_pretrained(model_dir)
     files = sorted(folder.glob("*/*.png"))
-    pixels = processor([Image.open(f).convert("RGB") for f in files], return_tensors="pt")["pixel_values"]
+    pixels = torch.cat([processor(Image.open(f).convert("RGB"), return_tensors="pt")["pixel_values"] for f in files])
     with torch.no_grad():
         logits = model(pixel_values=pixels).logits
     labels = torch.tensor([model.config.label2id[f.parent.name] for f in files])
