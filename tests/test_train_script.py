@@ -343,3 +343,14 @@ def test_seeded_augmentation_depends_on_seed_epoch_and_index_only():
     data.set_epoch(1)
     assert not torch.equal(data[0], forward[0])  # fresh augmentation every epoch
     assert not torch.equal(SeededAugmentation(Noisy(), seed=2)[0], forward[0])
+
+
+@pytest.mark.parametrize("name,machines,processes", [
+    ("accelerate_cpu_2proc.yaml", 1, 2), ("accelerate_multi_gpu.yaml", 1, 8), ("accelerate_multi_node.yaml", 2, 16),
+])
+def test_shipped_accelerate_configs_load(name, machines, processes):
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    config = load_config_from_file(str(ROOT / "configs" / name))
+    assert (config.num_machines, config.num_processes) == (machines, processes)
+    assert config.num_processes % config.num_machines == 0 and "-m riformer_hf.cli train" in (ROOT / "configs" / name).read_text()

@@ -357,8 +357,6 @@ def build_trainer(
 ) -> RIFormerDistillationTrainer:
     """Dataset, student, teachers, image processor, transforms and metrics, wired into a
     `RIFormerDistillationTrainer`. The student is built after the seed is set, so a seed fixes its initial weights."""
-    if script_args.streaming and training_args.max_steps <= 0:
-        raise ValueError("--streaming trains on a stream of unknown length: set the schedule with --max_steps N.")
     embedded = script_args.dataset_name is None and script_args.data_dir is None
     default_size = DIGITS_IMAGE_SIZE if embedded else 224  # the digits are small: train them at 32 px
     with training_args.main_process_first(desc="loading data and models"):  # one process downloads, the others reuse
@@ -492,6 +490,8 @@ def validate_run(script_args: ScriptArguments, model_args: ModelArguments, train
     """Every check that needs no data: value ranges, the models named (type and form), the Hub repo id, what to do
     (`--do_train` / `--do_eval`, both when neither is given) and the output folder. Raises ValueError (or
     FileNotFoundError / NotADirectoryError / PermissionError) naming the flag, the value and the fix."""
+    if script_args.streaming and training_args.max_steps <= 0:
+        raise ValueError("--streaming trains on a stream of unknown length: set the schedule with --max_steps N.")
     given_train, given_eval = training_args.do_train, training_args.do_eval
     if given_train is None and given_eval is None:
         training_args.do_train = training_args.do_eval = True
@@ -597,7 +597,7 @@ def earlier_run(output_dir: Path) -> list[str]:
 
 def check_output_dir(training_args, run_args: RunArguments) -> None:
     """Refuse an `--output_dir` holding an earlier run unless resuming or `--overwrite_output_dir`; check that the
-    folder can be written (it is created if missing)."""
+    folder can be written (by a probe that leaves a missing folder missing: a run refused later writes nothing)."""
     output_dir = Path(training_args.output_dir)
     if output_dir.exists() and not output_dir.is_dir():
         raise NotADirectoryError(f"--output_dir {output_dir} is a file: give a folder (it is created if missing).")
@@ -608,10 +608,13 @@ def check_output_dir(training_args, run_args: RunArguments) -> None:
             f"--output_dir {output_dir} holds an earlier run ({shown}). Continue it with --resume_from_checkpoint "
             "last, start afresh there with --overwrite_output_dir, or give another --output_dir."
         )
+    missing = [p for p in (output_dir, *output_dir.parents) if not p.exists()]
     try:
         output_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=output_dir):
             pass
+        for folder in missing:  # deepest first
+            folder.rmdir()
     except OSError as error:
         raise PermissionError(
             f"--output_dir {output_dir} is not writable ({type(error).__name__}: {error.strerror or error}): give a "
@@ -622,7 +625,9 @@ def check_output_dir(training_args, run_args: RunArguments) -> None:
 def check_free_disk(model, training_args) -> None:
     """The disk under `output_dir` holds at least one checkpoint of `model` (weights, AdamW states, a margin)."""
     needed = checkpoint_bytes(model, with_optimizer=training_args.save_strategy != "no")
-    free = shutil.disk_usage(training_args.output_dir).free
+    existing = next(p for p in (Path(training_args.output_dir).absolute(), *Path(training_args.output_dir).absolute().parents)
+                    if p.exists())
+    free = shutil.disk_usage(existing).free
     if free < needed:
         raise OSError(
             f"Not enough free disk for one checkpoint in --output_dir {training_args.output_dir}: "

@@ -168,10 +168,13 @@ class RIFormerBlock(GradientCheckpointingLayer):
         Only for the deploy form in eval mode, and only when nothing could tell the difference: no gradient is needed
         (the fused path writes into buffers), no hook sits on the block, its submodules or globally, no submodule has
         been replaced or wrapped (LoRA, quantisation, parametrisations), the token-mixer output is not being recorded
-        (`output_block_states`), and no TorchScript tracing (which would freeze the batch chunking). On CPU the batch
+        (`output_block_states`), and no tracing or export (TorchScript, ONNX, torch.export: they would freeze the batch
+        chunking, and the in-place buffers do not export). On CPU the batch
         must also be large enough for the fused path to be faster (`_CPU_MIN_FUSED_BATCH`).
         """
-        if not self.is_reparameterized or self.training or torch.jit.is_tracing():
+        if not self.is_reparameterized or self.training or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+            return False
+        if torch.compiler.is_exporting():
             return False
         if hidden_states.device.type == "cpu" and hidden_states.shape[0] < _CPU_MIN_FUSED_BATCH:
             return False
