@@ -62,11 +62,14 @@ def test_benchmark_script_end_to_end(tmp_path):
             assert 0 < ratio["min"] <= ratio["median"] <= ratio["max"]
 
     distillation = record["distillation"]
-    assert set(distillation["seconds"]) == {"labels_only", "soft_kd", "soft_kd_imitation", "teacher_forward"}
+    assert set(distillation["seconds"]) == {"labels_only", "soft_kd", "soft_kd_imitation", "full_recipe",
+                                            "teacher_forward"}
     assert all(s["median"] > 0 for s in distillation["seconds"].values())
     assert set(distillation["overhead"]) == {
         "soft_kd_vs_student_plus_teacher",
         "soft_kd_imitation_vs_student_plus_teacher",
+        "full_recipe_vs_soft_kd_imitation",
+        "full_recipe_vs_labels_only",
     }
 
     table = done.stdout

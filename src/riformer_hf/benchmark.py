@@ -47,6 +47,9 @@ PUBLISHED_TOP1 = {
 PAPER_GMACS = {"s12": 1.82, "s24": 3.41, "s36": 5.00, "m36": 8.80, "m48": 11.59}
 # S12 module-imitation weights of the paper (Table 10).
 PAPER_IMITATION_WEIGHTS = {"lambda_hidden": 1e-4, "lambda_mixer": 1e-3, "lambda_relation": 1.0}
+# The recipe's per-batch augmentation, done in the training step on the device (per-image RandAugment runs in the
+# loader workers, outside the step).
+PAPER_BATCH_AUGMENTATION = {"mixup": 0.8, "cutmix": 1.0, "reprob": 0.25, "label_smoothing_factor": 0.1}
 
 MODEL_NAMES = {
     "poolformer": "PoolFormer (transformers)",
@@ -308,6 +311,8 @@ def run_distillation_benchmark(
         "labels_only": {"distillation_type": "none"},
         "soft_kd": {"distillation_type": "soft", "distillation_alpha": 1.0},
         "soft_kd_imitation": {"distillation_type": "soft", "distillation_alpha": 1.0, **PAPER_IMITATION_WEIGHTS},
+        "full_recipe": {"distillation_type": "soft", "distillation_alpha": 1.0, **PAPER_IMITATION_WEIGHTS,
+                        **PAPER_BATCH_AUGMENTATION},
     }
     with tempfile.TemporaryDirectory() as output_dir, _threads(settings.threads):
         trainers = {}
@@ -344,6 +349,8 @@ def run_distillation_benchmark(
         "overhead": {
             "soft_kd_vs_student_plus_teacher": _ratio(seconds["soft_kd"], baseline),
             "soft_kd_imitation_vs_student_plus_teacher": _ratio(seconds["soft_kd_imitation"], baseline),
+            "full_recipe_vs_soft_kd_imitation": _ratio(seconds["full_recipe"], seconds["soft_kd_imitation"]),
+            "full_recipe_vs_labels_only": _ratio(seconds["full_recipe"], seconds["labels_only"]),
         },
     }
 
@@ -426,6 +433,7 @@ def format_distillation_table(record: dict) -> str:
         "labels_only": "labels only (student step)",
         "soft_kd": "soft KD (α = 1)",
         "soft_kd_imitation": "soft KD + module imitation",
+        "full_recipe": "+ mixup/cutmix, erasing, smoothing (full recipe)",
         "teacher_forward": "teacher forward (no grad)",
     }
     lines = [
@@ -445,6 +453,8 @@ def format_distillation_table(record: dict) -> str:
         + _format_ratio(overhead["soft_kd_vs_student_plus_teacher"]),
         "soft KD + imitation / (student step + teacher forward): "
         + _format_ratio(overhead["soft_kd_imitation_vs_student_plus_teacher"]),
+        "full recipe / soft KD + imitation: " + _format_ratio(overhead["full_recipe_vs_soft_kd_imitation"]),
+        "full recipe / crop-and-flip labels-only step: " + _format_ratio(overhead["full_recipe_vs_labels_only"]),
     ]
     return "\n".join(lines)
 
