@@ -15,7 +15,15 @@ import torch
 from torch import nn
 
 from riformer_hf import RIFormerConfig, RIFormerForImageClassification
-from riformer_hf.benchmark import PAPER_GMACS, BenchmarkSettings, count_macs, time_interleaved
+from riformer_hf.benchmark import (
+    PAPER_GMACS,
+    BenchmarkSettings,
+    count_macs,
+    format_runtime_table,
+    plot_throughput_vs_accuracy,
+    run_runtime_benchmark,
+    time_interleaved,
+)
 from riformer_hf.distillation.teachers import poolformer_config
 
 SCRIPT = Path(sys.executable).with_name("riformer-bench")
@@ -73,14 +81,33 @@ def test_benchmark_script_end_to_end(tmp_path):
     }
 
     table = done.stdout
-    for preset in ("S12", "M36"):
+    for preset in ("S12", "M36"):  # overridden layouts: never named as the paper's models, never plotted
         for label in ("PoolFormer (transformers)", "RIFormer, training form", "RIFormer, deploy form, plain modules"):
-            assert f"| {preset} | {label}" in table
+            assert f"| custom ({preset} overridden) | {label}" in table and f"| {preset} | {label}" not in table
     assert "soft KD + module imitation" in table
+    assert "plot skipped" in table and not png_path.exists()
+    plot_throughput_vs_accuracy(record, str(png_path))
     png = png_path.read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     width, height = struct.unpack(">II", png[16:24])
     assert width > 400 and height > 300
+
+
+def test_runtime_comparison_runs_every_model_inside_each_runtime():
+    settings = BenchmarkSettings(depths=(1, 1, 1, 1), hidden_sizes=(8, 8, 16, 16), image_size=32, batch_size=2,
+                                 warmup=1, repeats=3, threads=1, num_labels=10)
+    record = run_runtime_benchmark(settings, ("eager", "ort", "ort-int8"))
+    assert record["preset"] == "custom" and list(record["runtimes"]) == ["eager", "ort", "ort-int8"]
+    for result in record["runtimes"].values():
+        assert set(result["models"]) == {"poolformer", "riformer_train", "riformer_deploy"}
+        for entry in result["models"].values():
+            assert 0 < entry["latency_ms"]["median"] <= entry["latency_ms"]["p90"] and entry["images_per_s"] > 0
+        for ratio in (result["deploy_vs_poolformer_latency"], result["deploy_vs_poolformer_throughput"]):
+            assert 0 < ratio["min"] <= ratio["median"] <= ratio["max"]
+    table = format_runtime_table(record)
+    assert table.startswith("CUSTOM, fp32") and "| ort-int8 | RIFormer, deploy form |" in table
+    with pytest.raises(ValueError, match="Unknown runtime"):
+        run_runtime_benchmark(settings, ("tensorrt",))
 
 
 def test_bad_settings_raise_clear_errors():

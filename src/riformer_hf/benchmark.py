@@ -277,7 +277,10 @@ def run_inference_benchmark(settings: BenchmarkSettings) -> dict:
     """Every preset of `settings`, one after the other; returns the JSON-ready record (settings, environment, runs)."""
     with _threads(settings.threads):
         runs = [benchmark_preset(preset, settings) for preset in settings.presets]
-        return {"settings": asdict(settings), "environment": environment(settings.device), "inference": runs}
+        measured_with = environment(settings.device)
+    for run in runs:  # an overridden layout is no paper model: say so wherever the run is named
+        run["label"] = f"custom ({run['preset'].upper()} overridden)" if is_custom(settings) else run["preset"].upper()
+    return {"settings": asdict(settings), "environment": measured_with, "inference": runs}
 
 
 # ---- distillation cost ----
@@ -408,7 +411,7 @@ def format_inference_table(record: dict) -> str:
         for result in run["models"].values():
             low, high = result["images_per_s_range"]
             lines.append(
-                f"| {run['preset'].upper()} | {result['label']} | {result['parameters'] / 1e6:.2f} M "
+                f"| {run['label']} | {result['label']} | {result['parameters'] / 1e6:.2f} M "
                 f"| {run['macs_per_image'] / 1e9:.4g} | {result['images_per_s']:.1f} [{low:.1f}, {high:.1f}] "
                 f"| {result['achieved_flops_per_s'] / 1e9:.1f} | {100 * result['fraction_of_matmul_bound']:.0f} % "
                 f"| {_format_ratio(result['speedup_vs_poolformer'])} |"
@@ -417,7 +420,7 @@ def format_inference_table(record: dict) -> str:
     for run in record["inference"]:
         matmul = run["matmul"]
         lines.append(
-            f"{run['preset'].upper()}: deploy / training form {_format_ratio(run['deploy_vs_training_form'])}; "
+            f"{run['label']}: deploy / training form {_format_ratio(run['deploy_vs_training_form'])}; "
             f"fused / plain deploy {_format_ratio(run['fused_vs_plain_deploy'])}; matmul bound "
             f"{matmul['flops_per_s'] / 1e9:.1f} GFLOP/s ({matmul['size']}² × {matmul['size']}² {settings['dtype']})."
         )
@@ -484,6 +487,106 @@ def plot_throughput_vs_accuracy(record: dict, path: str) -> None:
     figure.tight_layout()
     figure.savefig(path)
     plt.close(figure)
+
+
+# ---- like for like: every model inside each runtime ----
+
+RUNTIMES = ("eager", "inductor", "ort", "ort-int8")
+RUNTIME_MODELS = ("poolformer", "riformer_train", "riformer_deploy")
+
+
+def is_custom(settings: BenchmarkSettings) -> bool:
+    """Whether the layouts are overridden (a tiny setting): then no paper preset name and no ImageNet plot apply."""
+    return bool(settings.depths or settings.hidden_sizes)
+
+
+def _runtime_runners(models: dict[str, nn.Module], runtime: str, settings: BenchmarkSettings, workdir: str) -> dict:
+    """`pixels → outputs` callables of every model under one runtime (compiled / exported / quantised as needed)."""
+    if runtime == "eager":
+        return {name: (lambda x, m=models[name]: m(pixel_values=x)) for name in RUNTIME_MODELS}
+    if runtime == "inductor":
+        import torch._inductor.config as inductor_config
+
+        inductor_config.freezing = True  # without it, inductor on CPU is no faster than eager
+        return {name: (lambda x, m=torch.compile(models[name]): m(pixel_values=x)) for name in RUNTIME_MODELS}
+    from .export.onnx import export_graph, ort_session, quantize_int8
+
+    runners = {}
+    for name in RUNTIME_MODELS:
+        path = export_graph(models[name], os.path.join(workdir, f"{name}.onnx"), settings.image_size)
+        if runtime == "ort-int8":  # random calibration: the speed does not depend on the ranges
+            generator = torch.Generator().manual_seed(settings.seed)
+            batches = [torch.randn(4, 3, settings.image_size, settings.image_size, generator=generator).numpy()
+                       for _ in range(4)]
+            path = quantize_int8(path, os.path.join(workdir, f"{name}_int8.onnx"), batches)
+        session = ort_session(path, settings.threads)
+        runners[name] = lambda x, session=session: session.run(None, {"pixel_values": x.numpy()})
+    return runners
+
+
+def _p90(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(0.9 * (len(ordered) - 1)))]
+
+
+def run_runtime_benchmark(settings: BenchmarkSettings, runtimes=RUNTIMES, preset: str = "s12") -> dict:
+    """PoolFormer, RIFormer training form and deploy form inside each runtime (eager PyTorch, inductor with freezing,
+    ONNX Runtime fp32, ONNX Runtime INT8): batch-1 latency (ms, median and p90) and `batch_size` throughput, the
+    models interleaved within each runtime, and the deploy / PoolFormer ratio per round. CPU, fp32."""
+    unknown = [r for r in runtimes if r not in RUNTIMES]
+    if unknown:
+        raise ValueError(f"Unknown runtime(s) {unknown}; choose from {', '.join(RUNTIMES)}.")
+    if settings.device != "cpu" or settings.dtype != "fp32":
+        raise ValueError("The runtime comparison runs on CPU in fp32 (--device cpu --dtype fp32).")
+    results = {}
+    with _threads(settings.threads), tempfile.TemporaryDirectory() as workdir:
+        models = build_models(preset, settings)
+        generator = torch.Generator().manual_seed(settings.seed)
+        single = torch.randn(1, 3, settings.image_size, settings.image_size, generator=generator)
+        batch = torch.randn(settings.batch_size, 3, settings.image_size, settings.image_size, generator=generator)
+        for runtime in runtimes:
+            runners = _runtime_runners(models, runtime, settings, workdir)
+            with torch.inference_mode():
+                latency = time_interleaved({n: (lambda r=r: r(single)) for n, r in runners.items()},
+                                           settings.warmup, settings.repeats)
+                throughput = time_interleaved({n: (lambda r=r: r(batch)) for n, r in runners.items()},
+                                              settings.warmup, settings.repeats)
+            results[runtime] = {
+                "models": {
+                    name: {
+                        "latency_ms": {"median": 1e3 * statistics.median(latency[name]),
+                                       "p90": 1e3 * _p90(latency[name])},
+                        "images_per_s": settings.batch_size / statistics.median(throughput[name]),
+                    }
+                    for name in RUNTIME_MODELS
+                },
+                "deploy_vs_poolformer_latency": _ratio(latency["poolformer"], latency["riformer_deploy"]),
+                "deploy_vs_poolformer_throughput": _ratio(throughput["poolformer"], throughput["riformer_deploy"]),
+            }
+    return {"preset": "custom" if is_custom(settings) else preset, "batch_size": settings.batch_size,
+            "image_size": settings.image_size, "runtimes": results}
+
+
+def format_runtime_table(record: dict) -> str:
+    lines = [
+        f"{record['preset'].upper()}, fp32, batch 1 latency and batch {record['batch_size']} throughput at "
+        f"{record['image_size']}², models interleaved inside each runtime",
+        "",
+        "| runtime | model | batch 1 ms (median / p90) | img/s | deploy ÷ PoolFormer (latency, throughput) |",
+        "|---|---|---|---|---|",
+    ]
+    for runtime, result in record["runtimes"].items():
+        for name in RUNTIME_MODELS:
+            entry = result["models"][name]
+            ratio = ""
+            if name == "riformer_deploy":
+                ratio = (f"{_format_ratio(result['deploy_vs_poolformer_latency'])}, "
+                         f"{_format_ratio(result['deploy_vs_poolformer_throughput'])}")
+            lines.append(
+                f"| {runtime} | {MODEL_NAMES[name]} | {entry['latency_ms']['median']:.1f} / "
+                f"{entry['latency_ms']['p90']:.1f} | {entry['images_per_s']:.1f} | {ratio} |"
+            )
+    return "\n".join(lines)
 
 
 # ---- command line (riformer-bench) ----
@@ -605,6 +708,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--distillation", action="store_true", help="also time distillation training steps")
     parser.add_argument("--distillation_only", action="store_true", help="only time distillation training steps")
     parser.add_argument("--distillation_batch_size", type=int, default=None, help="default: --batch_size")
+    parser.add_argument("--runtimes", default=None,
+                        help=f"compare the models inside these runtimes, comma-separated ({','.join(RUNTIMES)})")
     parser.add_argument("--memory", action="store_true", help="also measure the memory gradient checkpointing saves")
     parser.add_argument("--memory_batch_size", type=int, default=64, help="batch of the memory measurement")
     return parser.parse_args(argv)
@@ -616,10 +721,15 @@ def main(argv=None) -> dict:
     fields = {k: v for k, v in vars(args).items() if k in BenchmarkSettings.__dataclass_fields__ and k != "presets"}
     settings = BenchmarkSettings(presets=presets, **fields)
     record = {}
-    if not args.distillation_only:
+    if args.runtimes:
+        record["runtimes"] = run_runtime_benchmark(settings, tuple(args.runtimes.split(",")), preset=presets[0])
+        print(format_runtime_table(record["runtimes"]))
+    elif not args.distillation_only:
         record = run_inference_benchmark(settings)
         print(format_inference_table(record))
-        if args.plot:
+        if args.plot and is_custom(settings):
+            print("plot skipped: --depths / --hidden_sizes make a custom layout, not a paper model with an ImageNet top-1")
+        elif args.plot:
             plot_throughput_vs_accuracy(record, args.plot)
             print(f"plot: {args.plot}")
     if args.distillation or args.distillation_only:
@@ -651,5 +761,6 @@ __all__ = [
     "plot_throughput_vs_accuracy",
     "run_distillation_benchmark",
     "run_inference_benchmark",
+    "run_runtime_benchmark",
     "time_interleaved",
 ]
