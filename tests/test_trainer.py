@@ -152,17 +152,22 @@ def run_one_step(tmp_path, name, dataset, **kwargs):
     return trainer.state.log_history[0], model
 
 
-def test_gradient_accumulation_matches_one_big_batch(tmp_path):
-    """6 images as micro-batches of 4 + 2 (accumulation 2) or as one batch of 6: same loss, gradient, weights."""
-    dataset = Images(n=6)
-    big_log, big = run_one_step(tmp_path, "big", dataset, per_device_train_batch_size=6)
-    acc_log, acc = run_one_step(tmp_path, "acc", dataset, per_device_train_batch_size=4, gradient_accumulation_steps=2)
+def assert_same_step(acc_log, acc, big_log, big):
+    """An accumulated step and one big-batch step: the same loss, gradient norm, logged terms and weights."""
     assert acc_log["loss"] == pytest.approx(big_log["loss"], rel=1e-5)
     assert acc_log["grad_norm"] == pytest.approx(big_log["grad_norm"], rel=1e-4)
     for term in ("loss_ce", "loss_kd", "loss_hidden", "loss_mixer", "loss_relation"):
         assert acc_log[term] == pytest.approx(big_log[term], rel=1e-5)
     for (name, a), b in zip(big.named_parameters(), acc.parameters()):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_gradient_accumulation_matches_one_big_batch(tmp_path):
+    """6 images as micro-batches of 4 + 2 (accumulation 2) or as one batch of 6: same loss, gradient, weights."""
+    dataset = Images(n=6)
+    big_log, big = run_one_step(tmp_path, "big", dataset, per_device_train_batch_size=6)
+    acc_log, acc = run_one_step(tmp_path, "acc", dataset, per_device_train_batch_size=4, gradient_accumulation_steps=2)
+    assert_same_step(acc_log, acc, big_log, big)
     assert any((p - q).abs().max() > 1e-3 for p, q in zip(big.parameters(), student().parameters()))
 
 
@@ -414,12 +419,7 @@ def test_gradient_accumulation_with_mixing_is_the_gradient_over_the_mixed_images
     acc_log, acc = one_step("acc", recording, per_device_train_batch_size=4, gradient_accumulation_steps=2)
     assert [len(r[0]) for r in recorded] == [4, 2]
     big_log, big = one_step("big", replaying, per_device_train_batch_size=6)
-    assert acc_log["loss"] == pytest.approx(big_log["loss"], rel=1e-5)
-    assert acc_log["grad_norm"] == pytest.approx(big_log["grad_norm"], rel=1e-4)
-    for term in ("loss_ce", "loss_kd", "loss_hidden", "loss_mixer", "loss_relation"):
-        assert acc_log[term] == pytest.approx(big_log[term], rel=1e-5)
-    for (name, a), b in zip(big.named_parameters(), acc.parameters()):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
+    assert_same_step(acc_log, acc, big_log, big)
 
 
 def test_teacher_with_other_preprocessing_receives_the_converted_batch(tmp_path):

@@ -28,7 +28,6 @@ import traceback
 from collections.abc import Callable
 
 USER_ERROR = 2
-INTERNAL_ERROR = 1
 NOT_PUSHED = 3
 # What bad input raises in this package and the libraries it drives (with huggingface_hub's StrictDataclassError for
 # a config.json that its class refuses); anything else is a bug and keeps its traceback.

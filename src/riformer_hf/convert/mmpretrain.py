@@ -8,7 +8,7 @@ import torch
 
 from ..data.preprocessing import DEFAULT_CROP_PCT, make_image_processor
 from ..models.riformer import RIFORMER_PRESETS, RIFormerConfig, RIFormerForImageClassification
-from .checkpoints import count_blocks, listed, load_mapped, read_checkpoint, required, unwrap_state_dict, weight_and_bias
+from .checkpoints import count_blocks, load_mapped, read_checkpoint, required, unwrap_state_dict, weight_and_bias
 
 # Centre-crop fraction of the paper's evaluation by stage widths: the S models (64…512) 0.9, the M models (96…768) 0.95.
 CROP_PCT_BY_WIDTHS = {(64, 128, 320, 512): 0.9, (96, 192, 384, 768): 0.95}

@@ -13,7 +13,7 @@ LOSS_TERMS = ("ce", "kd", "hidden", "mixer", "relation")
 IMITATION_TERMS = ("hidden", "mixer", "relation")
 
 
-def _has_accelerator() -> bool:
+def has_accelerator() -> bool:
     if hasattr(torch, "accelerator"):  # torch >= 2.6
         return torch.accelerator.is_available()
     return torch.cuda.is_available()
@@ -145,7 +145,7 @@ class RIFormerTrainingArguments(TrainingArguments):
                 raise ValueError(f"{name} must be non-negative; got {value}.")
         if self.imitation_layers is not None and len(set(self.imitation_layers)) != len(self.imitation_layers):
             raise ValueError(f"imitation_layers lists a block twice: {self.imitation_layers}.")
-        if not self.use_cpu and int(os.environ.get("WORLD_SIZE", "1")) > 1 and not _has_accelerator():
+        if not self.use_cpu and int(os.environ.get("WORLD_SIZE", "1")) > 1 and not has_accelerator():
             self.use_cpu = True
         super().__post_init__()
 

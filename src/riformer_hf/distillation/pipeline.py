@@ -43,7 +43,7 @@ from ..data.rand_augment import RandAugment
 from ..evaluation import accuracy_metrics
 from ..export.save_hook import checkpoint_bytes, checkpoint_folders, is_complete_checkpoint
 from ..models.riformer import RIFormerConfig, RIFormerForImageClassification
-from .arguments import RIFormerTrainingArguments, _has_accelerator
+from .arguments import RIFormerTrainingArguments, has_accelerator
 from .recipes import recipe_model_values, recipe_training_values
 from .seeding import SeededAugmentation
 from .teachers import from_poolformer
@@ -467,7 +467,7 @@ def parse_args(argv=None):
     # do_train / do_eval: None = not given, so that giving neither can mean both (see `validate_run`).
     parser.set_defaults(
         remove_unused_columns=False, output_dir="riformer-output", report_to="none",
-        dataloader_pin_memory=_has_accelerator(), ddp_find_unused_parameters=False, do_train=None, do_eval=None,
+        dataloader_pin_memory=has_accelerator(), ddp_find_unused_parameters=False, do_train=None, do_eval=None,
     )
     script_args, model_args, training_args, run_args = parser.parse_args_into_dataclasses(args=argv)
     recipe = training_args.recipe

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..data.preprocessing import PROCESSOR_FILE, load_image_processor, make_image_processor, processor_spec
+from ..data.preprocessing import load_image_processor, make_image_processor, processor_spec
 from ..models.riformer.modeling_riformer import RIFormerPreTrainedModel, reparameterize_model
 from .deploy import load_riformer
 
