@@ -1,5 +1,6 @@
 """ONNX export, ONNX Runtime agreement, INT8 quantisation, the reparameterize command and their bad inputs."""
 
+import collections
 import json
 
 import numpy as np
@@ -9,7 +10,8 @@ import torch
 from riformer_hf import RIFormerConfig, RIFormerForImageClassification, cli, reparameterize_model
 from riformer_hf.data import digits_dataset, make_image_processor
 from riformer_hf.export import load_riformer
-from riformer_hf.export.onnx import export_onnx, ort_session
+from riformer_hf.export.inference_graph import FoldedRIFormerClassifier, can_fold
+from riformer_hf.export.onnx import export_graph, export_onnx, ort_session
 
 from conftest import randomize_
 
@@ -46,7 +48,7 @@ def test_export_command_from_a_training_form_folder(training_folder, tmp_path, c
     assert "batch 1 @ 32²" in printed and "batch 2 @ 64²" in printed and "max |Δlogits|" in printed
 
     graph = onnx.load(str(out / "model.onnx"))
-    assert max(op.version for op in graph.opset_import if op.domain in ("", "ai.onnx")) == 18
+    assert max(op.version for op in graph.opset_import if op.domain in ("", "ai.onnx")) == 20
     dims = [d.dim_param for d in graph.graph.input[0].type.tensor_type.shape.dim]
     assert dims[0] and dims[2] and dims[3]  # batch, height and width are symbolic
     config = json.loads((out / "config.json").read_text())
@@ -74,6 +76,27 @@ def test_export_of_a_deploy_form_model_matches_the_training_form(tmp_path):
     with torch.no_grad():
         expected = model(pixel_values=pixels).logits.numpy()
     assert np.abs(_ort_logits(result.onnx_path, pixels) - expected).max() <= 1e-4
+
+
+def test_deploy_graph_has_its_scales_folded_into_the_convolutions(tmp_path):
+    model = reparameterize_model(randomize_(RIFormerForImageClassification(_digits_config()), seed=4)).eval()
+    pixels = torch.randn(3, 3, 40, 40, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        expected = model(pixel_values=pixels).logits
+        assert (FoldedRIFormerClassifier(model)(pixels) - expected).abs().max() <= 1e-5
+    graph = onnx.load(str(export_graph(model, tmp_path / "m.onnx", 32)))
+    ops = collections.Counter(node.op_type for node in graph.graph.node)
+    blocks = sum(model.config.depths)
+    assert ops["Gelu"] == blocks  # opset 20: one operator, not Div, Erf, Add, Mul, Mul
+    assert ops["InstanceNormalization"] == 2 * blocks + 1
+    assert ops["Mul"] == blocks  # only x + ls1 · norm_reparam(x) keeps an affine
+    assert ops["Conv"] == 4 + 2 * blocks
+    assert np.abs(_ort_logits(tmp_path / "m.onnx", pixels) - expected.numpy()).max() <= 1e-4
+
+    assert not can_fold(model.riformer) and not can_fold(randomize_(RIFormerForImageClassification(_digits_config())))
+    mlp = model.riformer.encoder.stages[1].blocks[0].mlp
+    mlp.fc1 = torch.nn.Sequential(mlp.fc1)
+    assert not can_fold(model)  # a replaced submodule exports through the model's own forward
 
 
 @pytest.fixture(scope="module")
