@@ -1,9 +1,13 @@
-"""The demo's speed column: the teacher and the deploy students timed in the same interleaved rounds."""
+"""The demo's speed column (teacher and deploy students timed in the same interleaved rounds) and its INT8 line."""
 
+import torch
 from transformers import PoolFormerConfig, PoolFormerForImageClassification
 
 from riformer_hf import RIFormerConfig, RIFormerForImageClassification, reparameterize_model
-from riformer_hf.demo import Row, format_table, measure_speed
+from riformer_hf.data import digits_dataset, make_image_processor
+import pytest
+
+from riformer_hf.demo import Row, format_table, measure_speed, quantize_student
 
 TINY = {"depths": (1, 1, 1, 1), "hidden_sizes": (8, 8, 16, 16)}
 
@@ -25,3 +29,22 @@ def test_speed_is_measured_in_interleaved_rounds_and_shown_beside_the_teacher():
     table = format_table(rows, student_epochs=2)
     assert f"{speed[0]:>9.0f}{1.0:>11.2f}×" in table and f"{speed[1]:>9.0f}{ratios[1]:>11.2f}×" in table
     assert "eager PyTorch, batch 64 at 32²" in table
+    assert "INT8: skipped, onnxruntime is not installed" in table
+
+
+def test_the_last_student_is_quantised_and_scored_on_the_held_out_digits(tmp_path):
+    pytest.importorskip("onnxruntime")
+    torch.manual_seed(0)
+    labels = {"id2label": {i: str(i) for i in range(10)}, "label2id": {str(i): i for i in range(10)}}
+    student = reparameterize_model(RIFormerForImageClassification(RIFormerConfig(**TINY, **labels)))
+    result = quantize_student(student, str(tmp_path / "onnx"), calibration_samples=16)
+    assert result.calibration_images == 16
+    assert (tmp_path / "onnx" / "model.onnx").is_file() and (tmp_path / "onnx" / "model_int8.onnx").is_file()
+    assert 0 <= result.int8_top1 <= 100 and 0 <= result.fp32_top1 <= 100
+    test = digits_dataset()["test"]  # untrained: fp32 ORT top-1 is its PyTorch top-1 on the same held-out digits
+    pixels = make_image_processor(32, crop_pct=1.0)(images=list(test["image"]), return_tensors="pt")["pixel_values"]
+    with torch.no_grad():
+        top1 = (student(pixel_values=pixels).logits.argmax(-1) == torch.tensor(test["label"])).double().mean()
+    assert result.fp32_top1 == pytest.approx(100 * top1.item(), abs=100 / len(test))
+    table = format_table([Row("RIFormer, + teacher init", 89.0, 5.0, 1e-6)], student_epochs=2, int8=result)
+    assert f"top-1 {result.int8_top1:.2f}% vs {result.fp32_top1:.2f}% in fp32" in table

@@ -23,6 +23,29 @@ def _norm(hidden_states: torch.Tensor, eps: float) -> torch.Tensor:
     return flat.view_as(hidden_states)
 
 
+def _f64(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor.detach().double()
+
+
+def _absorb_input_affine(layer: nn.Module, gamma: torch.Tensor, beta: torch.Tensor) -> nn.Module:
+    """A copy of `layer` (a 1×1 convolution or a linear layer) that, applied to `n`, gives `layer(γ n + β)`."""
+    folded = copy.deepcopy(layer)
+    weight = _f64(layer.weight).flatten(1)
+    with torch.no_grad():
+        folded.weight.copy_((weight * _f64(gamma)).view_as(layer.weight))
+        folded.bias.copy_(_f64(layer.bias) + weight @ _f64(beta))
+    return folded
+
+
+def _absorb_output_scale(layer: nn.Conv2d, scale: torch.Tensor) -> nn.Conv2d:
+    """A copy of the convolution `layer` whose output is `scale * layer(x)` (per output channel)."""
+    folded = copy.deepcopy(layer)
+    with torch.no_grad():
+        folded.weight.copy_(_f64(layer.weight) * _f64(scale)[:, None, None, None])
+        folded.bias.copy_(_f64(layer.bias) * _f64(scale))
+    return folded
+
+
 class FoldedRIFormerBlock(nn.Module):
     """A deploy-form block with `ls1`, `norm2`'s affine and `ls2` folded away (see the module docstring)."""
 
@@ -30,23 +53,14 @@ class FoldedRIFormerBlock(nn.Module):
         super().__init__()
         if not block.is_reparameterized:
             raise ValueError("Fold the token mixer first (reparameterize_model): this block is in training form.")
-        norm, norm2, fc1, fc2 = block.norm_reparam, block.norm2, block.mlp.fc1, block.mlp.fc2
-        dtype = fc1.weight.dtype
-        ls1, ls2 = block.layer_scale_1.detach().double(), block.layer_scale_2.detach().double()
-        gamma, beta = norm2.weight.detach().double(), norm2.bias.detach().double()
-        fc1_weight = fc1.weight.detach().double().flatten(1)
-        fc2_weight = fc2.weight.detach().double().flatten(1)
+        norm, norm2, ls1 = block.norm_reparam, block.norm2, _f64(block.layer_scale_1)
         self.eps, self.eps2 = norm.eps, norm2.eps
-        self.weight = nn.Parameter((ls1 * norm.weight.detach().double()).to(dtype)[:, None, None])
-        self.bias = nn.Parameter((ls1 * norm.bias.detach().double()).to(dtype)[:, None, None])
-        self.fc1 = nn.Conv2d(fc1.in_channels, fc1.out_channels, 1).to(fc1.weight.device, dtype)
-        self.fc2 = nn.Conv2d(fc2.in_channels, fc2.out_channels, 1).to(fc2.weight.device, dtype)
-        with torch.no_grad():
-            self.fc1.weight.copy_((fc1_weight * gamma).to(dtype).view_as(fc1.weight))
-            self.fc1.bias.copy_((fc1.bias.detach().double() + fc1_weight @ beta).to(dtype))
-            self.fc2.weight.copy_((fc2_weight * ls2[:, None]).to(dtype).view_as(fc2.weight))
-            self.fc2.bias.copy_((ls2 * fc2.bias.detach().double()).to(dtype))
+        dtype = norm.weight.dtype
+        self.weight = nn.Parameter((ls1 * _f64(norm.weight)).to(dtype)[:, None, None])
+        self.bias = nn.Parameter((ls1 * _f64(norm.bias)).to(dtype)[:, None, None])
+        self.fc1 = _absorb_input_affine(block.mlp.fc1, norm2.weight, norm2.bias)
         self.act = copy.deepcopy(block.mlp.act)
+        self.fc2 = _absorb_output_scale(block.mlp.fc2, block.layer_scale_2)
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         hidden_states = hidden_states + _norm(hidden_states, self.eps) * self.weight + self.bias
@@ -64,15 +78,7 @@ class FoldedRIFormerClassifier(nn.Module):
             nn.Sequential(*(FoldedRIFormerBlock(block) for block in stage.blocks)) for stage in stages
         )
         self.eps = model.norm.eps
-        classifier = model.classifier
-        gamma, beta = model.norm.weight.detach().double(), model.norm.bias.detach().double()
-        self.classifier = nn.Linear(classifier.in_features, classifier.out_features).to(
-            classifier.weight.device, classifier.weight.dtype
-        )
-        weight = classifier.weight.detach().double()
-        with torch.no_grad():
-            self.classifier.weight.copy_(weight * gamma)
-            self.classifier.bias.copy_(classifier.bias.detach().double() + weight @ beta)
+        self.classifier = _absorb_input_affine(model.classifier, model.norm.weight, model.norm.bias)
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         hidden_states = pixel_values
