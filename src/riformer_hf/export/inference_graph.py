@@ -1,5 +1,6 @@
 """The graph a deploy-form RIFormer classifier is exported as: the same function with every per-channel scale folded
-into a neighbouring convolution or norm, so that a runtime sees one norm and two 1×1 convolutions per block.
+into a neighbouring convolution or norm, so that a runtime sees per block two norms (one with an affine), two 1×1
+convolutions, one activation and the two residual adds.
 
 Per block, `x + ls1 * norm_reparam(x)` keeps one affine (`ls1` folded into it), `norm2`'s affine moves into `fc1`
 (a 1×1 convolution of `γ n + β` is one of `n` with input columns scaled by `γ` and bias `W β + b`) and `ls2` into
