@@ -207,6 +207,13 @@ def evaluate(argv: list[str] | None = None) -> int:
     return _run(_evaluate, argv)
 
 
+def _quiet_weight_loading() -> None:
+    """No "Loading weights" / "Writing model shards" bars in a command's report (they are for long downloads)."""
+    from transformers.utils.logging import disable_progress_bar
+
+    disable_progress_bar()
+
+
 def _export(argv):
     from .export.onnx import DEFAULT_OPSET, export_onnx, format_export_report
 
@@ -225,6 +232,7 @@ def _export(argv):
     parser.add_argument("--calibration_samples", type=int, default=200, help="images to calibrate on")
     parser.add_argument("--no_validate", action="store_true", help="skip the ONNX Runtime vs PyTorch check")
     args = parser.parse_args(argv)
+    _quiet_weight_loading()
     result = export_onnx(
         args.model_name_or_path, args.output_dir, opset=args.opset, validate=not args.no_validate, int8=args.int8,
         calibration_data=args.calibration_data, calibration_samples=args.calibration_samples,
@@ -251,6 +259,7 @@ def _reparameterize(argv):
     parser.add_argument("--training_form", action="store_true", help="also keep the training form in training/")
     args = parser.parse_args(argv)
     _check_output_dir(args.output_dir)
+    _quiet_weight_loading()
     path = export_reparameterized(args.model_dir, args.output_dir, training_form=args.training_form)
     print(f"Deploy form of {args.model_dir} → {path}")
 
