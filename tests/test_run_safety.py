@@ -449,3 +449,20 @@ def test_riformer_push_and_bench_user_errors_are_one_line(earlier_copy, hub, cap
     assert not list(scratch.iterdir()) and checksums(folder) == before
     assert cli.bench(["--presets", "s13"]) == 2
     assert error_line(capsys) == "error: Unknown preset(s) ['s13']; choose from s12, s24, s36, m36, m48."
+
+
+def test_only_the_local_main_process_probes_the_output_folder(tmp_path, monkeypatch):
+    """Each rank's probe creates and removes the missing folders; two at once raced (one removed what the other
+    was writing into). The other ranks only read."""
+    from types import SimpleNamespace
+
+    target = tmp_path / "new" / "run"
+    probed = []
+    original = tempfile.TemporaryFile
+    monkeypatch.setattr(tempfile, "TemporaryFile", lambda *a, **k: probed.append(k["dir"]) or original(*a, **k))
+    for rank, expected in ((1, []), (0, [target])):
+        probed.clear()
+        args = SimpleNamespace(output_dir=str(target), resume_from_checkpoint=None, local_process_index=rank)
+        pipeline.check_output_dir(args, pipeline.RunArguments())
+        assert probed == expected
+        assert not (tmp_path / "new").exists()  # the probe leaves a missing folder missing

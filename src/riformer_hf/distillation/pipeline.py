@@ -597,7 +597,8 @@ def earlier_run(output_dir: Path) -> list[str]:
 
 def check_output_dir(training_args, run_args: RunArguments) -> None:
     """Refuse an `--output_dir` holding an earlier run unless resuming or `--overwrite_output_dir`; check that the
-    folder can be written (by a probe that leaves a missing folder missing: a run refused later writes nothing)."""
+    folder can be written (by a probe that leaves a missing folder missing: a run refused later writes nothing; the
+    local main process probes, once per machine)."""
     output_dir = Path(training_args.output_dir)
     if output_dir.exists() and not output_dir.is_dir():
         raise NotADirectoryError(f"--output_dir {output_dir} is a file: give a folder (it is created if missing).")
@@ -608,6 +609,8 @@ def check_output_dir(training_args, run_args: RunArguments) -> None:
             f"--output_dir {output_dir} holds an earlier run ({shown}). Continue it with --resume_from_checkpoint "
             "last, start afresh there with --overwrite_output_dir, or give another --output_dir."
         )
+    if training_args.local_process_index != 0:
+        return  # one probe per machine: the ranks' probes would race on the folders each creates and removes
     missing = [p for p in (output_dir, *output_dir.parents) if not p.exists()]
     try:
         output_dir.mkdir(parents=True, exist_ok=True)
