@@ -1,12 +1,11 @@
 """The demo's speed column (teacher and deploy students timed in the same interleaved rounds) and its INT8 line."""
 
+import pytest
 import torch
 from transformers import PoolFormerConfig, PoolFormerForImageClassification
 
 from riformer_hf import RIFormerConfig, RIFormerForImageClassification, reparameterize_model
 from riformer_hf.data import digits_dataset, make_image_processor
-import pytest
-
 from riformer_hf.demo import Row, format_table, measure_speed, quantize_student
 
 TINY = {"depths": (1, 1, 1, 1), "hidden_sizes": (8, 8, 16, 16)}
@@ -40,7 +39,6 @@ def test_the_last_student_is_quantised_and_scored_on_the_held_out_digits(tmp_pat
     result = quantize_student(student, str(tmp_path / "onnx"), calibration_samples=16)
     assert result.calibration_images == 16
     assert (tmp_path / "onnx" / "model.onnx").is_file() and (tmp_path / "onnx" / "model_int8.onnx").is_file()
-    assert 0 <= result.int8_top1 <= 100 and 0 <= result.fp32_top1 <= 100
     test = digits_dataset()["test"]  # untrained: fp32 ORT top-1 is its PyTorch top-1 on the same held-out digits
     pixels = make_image_processor(32, crop_pct=1.0)(images=list(test["image"]), return_tensors="pt")["pixel_values"]
     with torch.no_grad():
