@@ -14,7 +14,7 @@ import copy
 import torch
 from torch import nn
 
-from ..models.riformer.modeling_riformer import RIFormerBlock, RIFormerForImageClassification, RIFormerGroupNorm
+from ..models.riformer.modeling_riformer import RIFormerBlock, RIFormerForImageClassification
 
 
 def _norm(hidden_states: torch.Tensor, eps: float) -> torch.Tensor:
@@ -94,8 +94,4 @@ def can_fold(model: nn.Module) -> bool:
     if not isinstance(model, RIFormerForImageClassification) or not model.config.reparameterized:
         return False
     blocks = [module for module in model.modules() if isinstance(module, RIFormerBlock)]
-    return type(model.classifier) is nn.Linear and all(
-        (type(block.norm_reparam), type(block.norm2), type(block.mlp.fc1), type(block.mlp.fc2))
-        == (RIFormerGroupNorm, RIFormerGroupNorm, nn.Conv2d, nn.Conv2d)
-        for block in blocks
-    )
+    return type(model.classifier) is nn.Linear and all(block.has_own_modules() for block in blocks)

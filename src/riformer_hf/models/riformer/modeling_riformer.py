@@ -180,11 +180,16 @@ class RIFormerBlock(GradientCheckpointingLayer):
             return False
         if torch.is_grad_enabled() and (hidden_states.requires_grad or any(p.requires_grad for p in self.parameters())):
             return False
-        mlp = self.mlp
-        modules = (self.norm_reparam, self.norm2, mlp, mlp.fc1, mlp.fc2)
-        if tuple(map(type, modules)) != (RIFormerGroupNorm, RIFormerGroupNorm, RIFormerMLP, nn.Conv2d, nn.Conv2d):
+        if not self.has_own_modules():
             return False
         return not _records_mixer_states() and not _has_forward_hooks(self)
+
+    def has_own_modules(self) -> bool:
+        """Whether the deploy form's norms, MLP and its convolutions are still this file's modules (none replaced or
+        wrapped: LoRA, quantisation), so that code reading their weights directly computes what they would."""
+        mlp = self.mlp
+        modules = (self.norm_reparam, self.norm2, mlp, mlp.fc1, mlp.fc2)
+        return tuple(map(type, modules)) == (RIFormerGroupNorm, RIFormerGroupNorm, RIFormerMLP, nn.Conv2d, nn.Conv2d)
 
     def _fused_inference(self, hidden_states: torch.Tensor) -> torch.Tensor:
         """The deploy-form block on channels-last tokens, with the layer scales folded in at run time.
