@@ -151,3 +151,29 @@ def test_data_benchmark_measures_each_variant():
     rates = measure(images=2, rounds=1, image_size=32)
     assert set(rates) == {"decode", "crop_flip", "crop_flip_randaugment"} and min(rates.values()) > 0
     assert "needs 1,250 img/s per worker" in format_report(rates, 10_000, 8)
+
+
+def test_a_16_bit_png_reaches_the_model_scaled_to_8_bits(tmp_path):
+    """Pillow reads a 16-bit grayscale PNG as I;16 and its own RGB conversion clips it (a ~99.5 % white image): the
+    training and evaluation tensors must hold the source scaled by 255 / 65535 instead."""
+    from riformer_hf.data import ProcessorTransform, make_image_processor
+
+    rng = np.random.default_rng(0)
+    source = rng.integers(0, 65536, (16, 16), dtype=np.uint16)
+    for name in ("dark", "light"):
+        (tmp_path / name).mkdir()
+        PILImage.fromarray(source if name == "dark" else 65535 - source).save(tmp_path / name / "0.png")
+    dataset = load_folder(tmp_path)
+    assert dataset.cast_column("image", Image(decode=True))[0]["image"].mode == "I;16"
+    gray = np.rint(np.asarray(source, np.float64) * 255 / 65535) / 255
+    mean, std = np.asarray(WHOLE.mean)[:, None, None], np.asarray(WHOLE.std)[:, None, None]
+    expected = torch.from_numpy((gray[None] - mean) / std).float()
+    transformed = with_image_transform(dataset, WHOLE)
+    by_name = {row["labels"]: row for row in (transformed[i] for i in range(len(transformed)))}
+    dark = by_name[dataset.features["label"].names.index("dark")]["pixel_values"]
+    torch.testing.assert_close(dark, expected, atol=1e-6, rtol=0)
+    processor = make_image_processor(16, crop_pct=1.0)
+    evaluated = ProcessorTransform(processor)(dataset[dataset["label"].index(0)]["image"])
+    scaled = PILImage.fromarray(np.rint(np.asarray(source, np.float64) * 255 / 65535).astype(np.uint8)).convert("RGB")
+    torch.testing.assert_close(evaluated, processor(scaled, return_tensors="pt")["pixel_values"][0])
+    assert abs(float(dark.mean()) - float(expected.mean())) < 1e-6 and gray.mean() < 0.6

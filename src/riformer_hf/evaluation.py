@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from .data import digits_dataset, load_image_processor, processor_spec
+from .data.image_modes import to_rgb
 
 TOP_K = 5
 EVAL_SPLITS = ("validation", "valid", "val", "test")
@@ -392,7 +393,7 @@ def evaluate_classifier(classifier, dataset, *, batch_size: int = 64, image_colu
     start = time.perf_counter()
     with tqdm(total=len(dataset), unit="img", disable=not progress, desc="evaluating") as bar:
         for first in range(0, len(dataset), batch_size):
-            batch = [image.convert("RGB") for image in images[first:first + batch_size][image_column]]
+            batch = [to_rgb(image) for image in images[first:first + batch_size][image_column]]
             # One call per batch (3× faster than image by image, same output): the saved processor as it is.
             logits.append(classifier(classifier.processor(batch, return_tensors="pt")["pixel_values"]))
             bar.update(len(batch))

@@ -2,6 +2,7 @@
 RandAugment, datasets that name (or skip) unreadable images."""
 
 from .digits import digits_dataset
+from .image_modes import to_rgb
 from .preprocessing import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -38,6 +39,7 @@ __all__ = [
     "make_image_processor",
     "parse_rand_augment",
     "processor_spec",
+    "to_rgb",
     "to_tensor",
     "with_image_transform",
 ]

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import torch
 from PIL import Image, ImageEnhance, ImageOps
 
+from .image_modes import to_rgb
+
 LEVEL_DENOMINATOR = 10.0
 DEFAULT_FILL = (128, 128, 128)
 UNIFORM_MAGNITUDE_STD = 100.0  # an mstd above this draws magnitudes uniformly in [0, m]
@@ -37,7 +39,14 @@ def _solarize_add(image, add, *_):
 
 
 def _posterize(image, bits, *_):
-    return image if bits >= 8 else ImageOps.posterize(image, max(0, bits))
+    """Keep the top `bits` bits of every channel. No bits left (PosterizeIncreasing at level 1 and beyond) gives a
+    black image, as the reference's Pillow did (its mask `~(2 ** (8 - bits) - 1)` clears every bit); Pillow 13
+    refuses `bits` < 1."""
+    if bits >= 8:
+        return image
+    if bits <= 0:
+        return Image.new(image.mode, image.size)
+    return ImageOps.posterize(image, bits)
 
 
 def _enhance(enhancer) -> Callable:
@@ -221,7 +230,7 @@ def _uniform() -> float:
 
 @dataclass(frozen=True)
 class RandAugment:
-    """RandAugment on PIL RGB images; geometric operations fill with `fill` (the mean pixel, round(255 · mean))."""
+    """RandAugment on PIL images (converted to RGB by `to_rgb`); geometric operations fill with `fill` (the mean pixel, round(255 · mean))."""
 
     config: RandAugmentConfig = RandAugmentConfig()
     fill: tuple[int, int, int] = DEFAULT_FILL
@@ -260,14 +269,15 @@ class RandAugment:
         return drawn
 
     def apply(self, image: Image.Image, drawn: list[DrawnOperation]) -> Image.Image:
-        """`image` with the `drawn` operations applied in order."""
+        """`image` (any mode, converted by `to_rgb`) with the `drawn` operations applied in order."""
+        image = to_rgb(image)
         for operation in drawn:
             if operation.applied:
                 image = apply_operation(image, operation.name, operation.argument, operation.resample, self.fill)
         return image
 
     def __call__(self, image: Image.Image) -> Image.Image:
-        return self.apply(image if image.mode == "RGB" else image.convert("RGB"), self.draw())
+        return self.apply(image, self.draw())
 
 
 def fill_from_mean(mean) -> tuple[int, int, int]:

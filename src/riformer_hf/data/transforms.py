@@ -17,6 +17,7 @@ from PIL import ImageEnhance
 from torch.utils.data import Dataset as TorchDataset
 from transformers.utils import logging
 
+from .image_modes import to_rgb
 from .preprocessing import IMAGENET_MEAN, IMAGENET_STD, processor_spec
 from .rand_augment import RandAugment
 
@@ -24,8 +25,9 @@ logger = logging.get_logger(__name__)
 
 
 def to_tensor(image: PILImage.Image, mean, std) -> torch.Tensor:
-    """PIL image → normalised float32 tensor (3, H, W): x / 255 scaled and shifted in one pass over the pixels."""
-    pixels = torch.from_numpy(np.array(image if image.mode == "RGB" else image.convert("RGB"), dtype=np.uint8))
+    """PIL image (any mode, see `to_rgb`) → normalised float32 tensor (3, H, W): x / 255 scaled and shifted in one
+    pass over the pixels."""
+    pixels = torch.from_numpy(np.array(to_rgb(image), dtype=np.uint8))
     scale, shift = _normalisation(tuple(mean), tuple(std))
     tensor = pixels.permute(2, 0, 1).to(torch.float32, memory_format=torch.contiguous_format)
     return tensor.mul_(scale).sub_(shift)
@@ -88,7 +90,7 @@ class TrainTransform:
         return left, top, left + w, top + h
 
     def __call__(self, image: PILImage.Image) -> torch.Tensor:
-        image = image.convert("RGB")
+        image = to_rgb(image)
         box = None if self.scale[0] >= 1.0 else self.crop_box(*image.size)  # scale (1, 1): the whole image
         image = image.resize((self.image_size, self.image_size), PILImage.BICUBIC, box=box)
         if self.hflip > 0 and torch.rand(1).item() < self.hflip:
@@ -119,7 +121,7 @@ class ProcessorTransform:
     processor: object
 
     def __call__(self, image: PILImage.Image) -> torch.Tensor:
-        return self.processor(image.convert("RGB"), return_tensors="pt")["pixel_values"][0]
+        return self.processor(to_rgb(image), return_tensors="pt")["pixel_values"][0]
 
 
 class UnreadableImageError(OSError):

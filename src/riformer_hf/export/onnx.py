@@ -174,8 +174,11 @@ def load_calibration_images(source, samples: int, held_out: int = 1000, seed: in
 def _open_rgb(path):
     from PIL import Image
 
+    from ..data.image_modes import to_rgb
+
     with Image.open(path) as image:
-        return image.convert("RGB")
+        image.load()
+        return to_rgb(image).copy()
 
 
 def _pixel_batches(images: Sequence, image_processor, batch_size: int) -> Iterable[np.ndarray]:
