@@ -17,6 +17,7 @@ import socket
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Self
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import yaml
@@ -125,7 +126,7 @@ class FakeHub:
             except OSError:
                 pass
 
-    def __enter__(self) -> "FakeHub":
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc) -> None:

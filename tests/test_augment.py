@@ -9,12 +9,19 @@ import torch
 from PIL import Image
 from scipy import stats
 
-from riformer_hf.data import IMAGENET_MEAN, RandAugment, RandAugmentConfig, TrainTransform, fill_from_mean
-from riformer_hf.data import parse_rand_augment, to_tensor
+from riformer_hf.data import (
+    IMAGENET_MEAN,
+    RandAugment,
+    RandAugmentConfig,
+    TrainTransform,
+    fill_from_mean,
+    parse_rand_augment,
+    to_tensor,
+)
 from riformer_hf.data.rand_augment import (
     RAND_INCREASING_OPERATIONS,
-    DrawnOperation,
     RAND_OPERATIONS,
+    DrawnOperation,
     apply_operation,
     operation_argument,
 )

@@ -10,8 +10,13 @@ from safetensors.torch import load_file, save_file
 from test_gfnet import PAPER_PARAMS_M, original_gfnet_forward, original_gfnet_state_dict
 from transformers import AutoImageProcessor, AutoModelForImageClassification
 
-from riformer_hf import GFNET_PRESETS, cli
-from riformer_hf import RIFORMER_PRESETS, GFNetForImageClassification, RIFormerForImageClassification
+from riformer_hf import (
+    GFNET_PRESETS,
+    RIFORMER_PRESETS,
+    GFNetForImageClassification,
+    RIFormerForImageClassification,
+    cli,
+)
 from riformer_hf.convert import (
     convert_gfnet,
     convert_mmpretrain_riformer,
@@ -312,5 +317,6 @@ def test_convert_command(tmp_path, tiny_state, capsys):
     error = capsys.readouterr().err
     assert error.startswith("error: This is not a GFNet-H (GFNetPyramid) checkpoint") and error.count("\n") == 1
     (tmp_path / "a_file").write_text("x")
-    assert cli.convert(["gfnet", "--checkpoint", str(tmp_path / "gfnet.pth"), "--output_dir", str(tmp_path / "a_file")]) == 2
+    argv = ["gfnet", "--checkpoint", str(tmp_path / "gfnet.pth"), "--output_dir", str(tmp_path / "a_file")]
+    assert cli.convert(argv) == 2
     assert "is a file; give a folder" in capsys.readouterr().err

@@ -12,7 +12,9 @@ import pytest
 import riformer_hf.models
 
 MODELS = Path(riformer_hf.models.__file__).parent
-MARKER = re.compile(r"^# Copied from (?P<source>[\w.]+)(?: with (?P<replacements>.+))?\n(?:class|def) (?P<name>\w+)", re.M)
+MARKER = re.compile(
+    r"^# Copied from (?P<source>[\w.]+)(?: with (?P<replacements>.+))?\n(?:class|def) (?P<name>\w+)", re.MULTILINE
+)
 
 
 def copies():

@@ -13,7 +13,7 @@ from transformers import default_data_collator
 
 from riformer_hf.cli import train as train_cli
 from riformer_hf.data import TrainTransform, TransformedImages, UnreadableImageError, with_image_transform
-from riformer_hf.distillation.pipeline import run_training
+from riformer_hf.training.run import main as run_training
 
 TINY = ["--depths", "1", "1", "1", "1", "--hidden_sizes", "8", "8", "8", "8", "--image_size", "16"]
 QUICK = ["--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "8", "--use_cpu", "--disable_tqdm",
@@ -144,7 +144,7 @@ def test_streaming_refuses_without_max_steps_or_eval_images(tmp_path, capsys, ex
 
 
 def test_data_benchmark_measures_each_variant():
-    from riformer_hf.benchmark_data import format_report, make_jpegs, measure
+    from riformer_hf.benchmarks.data_pipeline import format_report, make_jpegs, measure
 
     jpegs = make_jpegs(2)
     assert PILImage.open(io.BytesIO(jpegs[0])).size == (500, 375)

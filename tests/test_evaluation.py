@@ -13,7 +13,8 @@ from PIL import Image
 from riformer_hf import RIFormerConfig, RIFormerForImageClassification, reparameterize_model
 from riformer_hf.cli import evaluate
 from riformer_hf.data import make_image_processor
-from riformer_hf.evaluation import accuracy_metrics, bootstrap_interval, hits, label_mapping, load_classifier
+from riformer_hf.evaluation import accuracy_metrics, bootstrap_interval, hits, label_mapping
+from riformer_hf.evaluation.classifiers import load_classifier
 
 CLASSES = ["ant", "bee", "cat", "dog", "eel", "fox"]
 IMAGES_PER_CLASS = 4
@@ -112,7 +113,7 @@ def test_image_folder_accuracy_equals_an_independent_topk(setup, capsys):
 def test_per_class_accuracy_and_confusion_matrix_png(setup, capsys):
     root, folder, _ = setup
     png = root / "confusion.png"
-    code, out, err = run(["--model_name_or_path", root / "model", "--data_dir", folder, "--per_class",
+    code, _, err = run(["--model_name_or_path", root / "model", "--data_dir", folder, "--per_class",
                           "--confusion_matrix", png, "--output_json", root / "per_class.json", "--no_progress"], capsys)
     assert code == 0, err
     result = json.loads((root / "per_class.json").read_text())
@@ -215,12 +216,14 @@ def test_bad_paths_and_a_corrupt_onnx_file_are_one_error_line(setup, tmp_path, c
     root, folder, model = setup
     cases = {
         "no such folder or .onnx file": ["--model_name_or_path", tmp_path / "missing", "--data_dir", folder],
-        "is not a folder": ["--model_name_or_path", root / "model", "--data_dir", tmp_path / "no-images"],
+        "no-images: no such folder": ["--model_name_or_path", root / "model", "--data_dir", tmp_path / "no-images"],
+        "is a file, not a folder": ["--model_name_or_path", root / "model", "--data_dir", tmp_path / "bad" / "notes"],
         "not a loadable ONNX model": ["--model_name_or_path", tmp_path / "bad" / "model.onnx", "--data_dir", folder],
         "no image processor": ["--model_name_or_path", tmp_path / "bare", "--digits"],
     }
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "model.onnx").write_bytes(b"\x08\x07this is not a protobuf")
+    (tmp_path / "bad" / "notes").write_text("a file, not an image folder")
     model.config.save_pretrained(tmp_path / "bad")
     make_image_processor(32).save_pretrained(tmp_path / "bad")
     model.save_pretrained(tmp_path / "bare")  # weights without their image processor
@@ -233,7 +236,7 @@ def test_bad_paths_and_a_corrupt_onnx_file_are_one_error_line(setup, tmp_path, c
 
 def test_the_bundled_digits_held_out_split(tmp_path, capsys):
     save_model(tmp_path / "model", [str(d) for d in range(10)], deploy=False)
-    code, out, err = run(["--model_name_or_path", tmp_path / "model", "--digits", "--max_samples", "40",
+    code, _, err = run(["--model_name_or_path", tmp_path / "model", "--digits", "--max_samples", "40",
                           "--no_progress", "--output_json", tmp_path / "r.json"], capsys)
     assert code == 0, err
     result = json.loads((tmp_path / "r.json").read_text())

@@ -4,11 +4,18 @@ import copy
 
 import pytest
 import torch
-from torch import nn
 from conftest import randomize_, small_preset
+from torch import nn
 
+import riformer_hf.models.riformer.fused_riformer as fused
 import riformer_hf.models.riformer.modeling_riformer as modeling
-from riformer_hf import RIFORMER_PRESETS, RIFormerBackbone, RIFormerConfig, RIFormerForImageClassification, reparameterize_model
+from riformer_hf import (
+    RIFORMER_PRESETS,
+    RIFormerBackbone,
+    RIFormerConfig,
+    RIFormerForImageClassification,
+    reparameterize_model,
+)
 
 
 def small_model(name="s12", dtype=torch.float32, **kwargs):
@@ -19,13 +26,13 @@ def small_model(name="s12", dtype=torch.float32, **kwargs):
 def fused_calls(monkeypatch):
     """Counts the blocks that took the fused path."""
     calls = []
-    original = modeling.RIFormerBlock._fused_inference
+    original = fused.fused_forward
 
-    def spy(self, hidden_states):
-        calls.append(self)
-        return original(self, hidden_states)
+    def spy(block, hidden_states):
+        calls.append(block)
+        return original(block, hidden_states)
 
-    monkeypatch.setattr(modeling.RIFormerBlock, "_fused_inference", spy)
+    monkeypatch.setattr(modeling, "fused_forward", spy)
     return calls
 
 
@@ -39,9 +46,9 @@ def test_fused_path_matches_the_training_form(name, dtype, tolerance, fused_call
         reference = model(pixels).logits
         outputs = {"default chunks": deploy(pixels).logits}
         outputs["channels_last input"] = deploy(pixels.contiguous(memory_format=torch.channels_last)).logits
-        monkeypatch.setattr(modeling, "_CPU_HIDDEN_BYTES", 4096)  # a few dozen tokens per MLP step
+        monkeypatch.setattr(fused, "CPU_HIDDEN_BYTES", 4096)  # a few dozen tokens per MLP step
         outputs["MLP steps across samples"] = deploy(pixels).logits
-        monkeypatch.setattr(modeling, "_CPU_TOKEN_BYTES", 1)
+        monkeypatch.setattr(fused, "CPU_TOKEN_BYTES", 1)
         outputs["one sample per norm step"] = deploy(pixels).logits
     assert len(fused_calls) == 4 * sum(deploy.config.depths)
     scale = reference.abs().max()
@@ -123,7 +130,7 @@ def test_fused_path_compiles_as_one_graph(tiny_config):
 @pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning", "ignore::DeprecationWarning", "ignore::FutureWarning")
 def test_tracing_takes_the_plain_path(tiny_config, fused_calls, monkeypatch):
     """A traced graph must not freeze the fused path's batch chunking: traced at batch 4, run at batch 3."""
-    monkeypatch.setattr(modeling, "_CPU_TOKEN_BYTES", 1)
+    monkeypatch.setattr(fused, "CPU_TOKEN_BYTES", 1)
     deploy = reparameterize_model(randomize_(RIFormerForImageClassification(tiny_config).eval()))
     deploy.config.return_dict = False
     with torch.no_grad():
@@ -136,9 +143,9 @@ def test_tracing_takes_the_plain_path(tiny_config, fused_calls, monkeypatch):
 def test_cpu_chunks_fit_the_cache_budgets():
     """S12's first stage at batch 16: norms over 4 samples (3.2 MiB), MLP steps of 3136 tokens (3.2 MiB hidden)."""
     tokens = torch.empty(16, 56 * 56, 64)
-    assert modeling._cpu_chunks(tokens, 256) == (4, 3136)
-    assert modeling._cpu_chunks(tokens.to("meta"), 256) == (16, 16 * 56 * 56)  # off CPU: one step
-    assert modeling._cpu_chunks(torch.empty(3, 7, 4096), 2**21) == (3, 1)  # budgets below one row still progress
+    assert fused.cpu_chunks(tokens, 256) == (4, 3136)
+    assert fused.cpu_chunks(tokens.to("meta"), 256) == (16, 16 * 56 * 56)  # off CPU: one step
+    assert fused.cpu_chunks(torch.empty(3, 7, 4096), 2**21) == (3, 1)  # budgets below one row still progress
 
 
 def tiny_deploy(tiny_config, **overrides):
@@ -198,7 +205,9 @@ def test_one_hooked_submodule_turns_only_its_block_plain(tiny_config, fused_call
     assert hooked_block not in fused_calls and len(fused_calls) == sum(tiny_config.depths) - 1
 
 
-@pytest.mark.parametrize("trainable", ["norm_reparam", "norm2", "layer_scale_1", "layer_scale_2", "mlp.fc1.bias", "mlp.fc2"])
+@pytest.mark.parametrize(
+    "trainable", ["norm_reparam", "norm2", "layer_scale_1", "layer_scale_2", "mlp.fc1.bias", "mlp.fc2"]
+)
 def test_eval_backward_with_only_some_block_parameters_trainable(tiny_config, fused_calls, trainable):
     """Eval mode, autograd on, frozen model except some block parameters: the plain path, and the gradients of a
     training-mode step (no drop path, and the model has no train/eval difference otherwise)."""
@@ -222,15 +231,15 @@ def test_eval_backward_with_only_some_block_parameters_trainable(tiny_config, fu
 
 def test_batch_below_the_threshold_takes_the_plain_path(tiny_config, fused_calls):
     deploy = tiny_deploy(tiny_config)
-    pixels = torch.randn(modeling._CPU_MIN_FUSED_BATCH, 3, 32, 32)
+    pixels = torch.randn(fused.CPU_MIN_FUSED_BATCH, 3, 32, 32)
     with torch.no_grad():
-        fused = deploy(pixels).logits
+        batched = deploy(pixels).logits
         assert len(fused_calls) == sum(tiny_config.depths)
         fused_calls.clear()
         single = torch.cat([deploy(sample[None]).logits for sample in pixels])
     assert not fused_calls
-    assert modeling._CPU_MIN_FUSED_BATCH == 2  # see the measurement beside it
-    assert (single - fused).abs().max() <= 1e-5 * fused.abs().max()
+    assert fused.CPU_MIN_FUSED_BATCH == 2  # see the measurement beside it
+    assert (single - batched).abs().max() <= 1e-5 * batched.abs().max()
 
 
 def test_replaced_submodule_runs_its_own_forward(tiny_config, fused_calls):
@@ -288,6 +297,44 @@ def test_outputs_have_one_memory_format_in_eval_and_training(tiny_config, fused_
             base = deploy.riformer(pixels, output_hidden_states=True)
             outputs[mode] = [base.last_hidden_state, *base.hidden_states, *backbone(pixels).feature_maps]
     assert len(fused_calls) == 2 * sum(tiny_config.depths)  # the eval calls
-    for fused, plain in zip(outputs["eval"], outputs["train"]):
-        assert fused.is_contiguous() and plain.is_contiguous()
-        assert (fused - plain).abs().max() <= 1e-5 * plain.abs().max()
+    for fast, plain in zip(outputs["eval"], outputs["train"]):
+        assert fast.is_contiguous() and plain.is_contiguous()
+        assert (fast - plain).abs().max() <= 1e-5 * plain.abs().max()
+
+
+def test_private_probes_still_see_hooks(tiny_config):
+    """`fused_riformer.observed` reads torch's and transformers' private hook registries; this fails loudly (and names
+    what moved) when either library changes them, instead of letting the fused path skip a hook silently."""
+    from transformers.utils import output_capturing
+
+    for owner, name in ((nn.modules.module, "_global_forward_hooks"), (nn.modules.module, "_global_forward_pre_hooks"),
+                        (nn.Module(), "_forward_hooks"), (nn.Module(), "_forward_pre_hooks"),
+                        (output_capturing, "_active_collector")):
+        assert hasattr(owner, name), f"{getattr(owner, '__name__', type(owner).__name__)}.{name} is gone"
+    deploy = reparameterize_model(RIFormerForImageClassification(tiny_config)).eval()
+    block = deploy.riformer.encoder.stages[0].blocks[0]
+    with torch.no_grad():
+        deploy(torch.randn(2, 3, 32, 32), output_hidden_states=True)  # installs transformers' capturing hooks
+    assert not fused.observed(block)  # its capturing hooks record only what a forward asks for
+    registrations = (
+        lambda: nn.modules.module.register_module_forward_hook(lambda *a: None),
+        lambda: nn.modules.module.register_module_forward_pre_hook(lambda *a: None),
+        lambda: block.mlp.fc2.register_forward_hook(lambda *a: None),
+        lambda: block.norm2.register_forward_pre_hook(lambda *a: None),
+    )
+    for register in registrations:
+        handle = register()
+        try:
+            assert fused.observed(block)
+        finally:
+            handle.remove()
+        assert not fused.observed(block)
+    seen = []
+    spy = block.register_forward_hook(lambda *a: seen.append(fused.observed(block.mlp)))
+    try:
+        with torch.no_grad():
+            deploy(torch.randn(2, 3, 32, 32), output_block_states=True)
+            deploy(torch.randn(2, 3, 32, 32))
+    finally:
+        spy.remove()
+    assert seen == [True, False]  # recording mixer_states is seen through transformers' collector

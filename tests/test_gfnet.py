@@ -49,7 +49,7 @@ def original_gfnet_state_dict(depths, hidden_sizes, num_classes, image_size=32, 
 def original_gfnet_forward(state, pixels, eps=1e-6):
     """GFNetPyramid.forward on (batch, tokens, channels): stem + pos_embed, [downsample,] blocks per stage, head."""
     num_stages = sum(1 for k in state if k.startswith("patch_embed.") and k.endswith(".proj.weight"))
-    x = None
+    x, (batch, channels, height, width) = None, pixels.shape
     for stage in range(num_stages):
         weight, bias = state[f"patch_embed.{stage}.proj.weight"], state[f"patch_embed.{stage}.proj.bias"]
         grid = pixels if stage == 0 else x.transpose(1, 2).reshape(batch, channels, height, width)
@@ -214,7 +214,7 @@ def test_init_weights_sets_every_parameter():
         elif "patch_embeddings" in name:  # PyTorch's default conv init, as the original leaves convs alone
             bound = 1 / model.get_submodule(name.rsplit(".", 1)[0]).weight[0].numel() ** 0.5
             assert param.abs().max() <= bound and param.std() > bound / 4, name
-        elif name.endswith(("complex_weight", "position_embeddings")) or name.endswith("weight"):
+        elif name.endswith(("complex_weight", "position_embeddings", "weight")):
             assert abs(param.std().item() - 0.02) < 0.004, name
         else:
             assert torch.equal(param, torch.zeros_like(param)), name

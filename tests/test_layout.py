@@ -10,7 +10,7 @@ PACKAGE = ROOT / "src" / "riformer_hf"
 def layout_lines() -> list[str]:
     readme = (ROOT / "README.md").read_text()
     section = readme.split("\n## Layout\n", 1)[1]
-    block = re.search(r"```\n(.*?)```", section, re.S).group(1)
+    block = re.search(r"```\n(.*?)```", section, re.DOTALL).group(1)
     return [line for line in block.splitlines() if line.strip()]
 
 

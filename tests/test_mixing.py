@@ -3,14 +3,8 @@ import math
 import pytest
 import torch
 
-from riformer_hf.distillation.mixing import (
-    BatchMixer,
-    cutmix_box,
-    erase_box,
-    random_erase,
-    smooth_one_hot,
-    soft_target_cross_entropy,
-)
+from riformer_hf.data.mixing import BatchMixer, cutmix_box, erase_box, random_erase, smooth_one_hot
+from riformer_hf.distillation.losses import soft_target_cross_entropy
 
 DRAWS = 4000
 

@@ -8,7 +8,6 @@ from safetensors.torch import load_file
 from transformers import AutoBackbone, AutoConfig, AutoImageProcessor, AutoModel, AutoModelForImageClassification
 
 import riformer_hf
-from riformer_hf.data import PRESET_CROP_PCT, make_image_processor
 from riformer_hf import (
     RIFormerBackbone,
     RIFormerConfig,
@@ -16,6 +15,7 @@ from riformer_hf import (
     RIFormerModel,
     reparameterize_model,
 )
+from riformer_hf.data import PRESET_CROP_PCT, make_image_processor
 
 PAPER_PARAMS = {"s12": 11_915_176, "s24": 21_388_968, "s36": 30_862_760, "m36": 56_172_520, "m48": 73_473_448}
 
@@ -95,7 +95,8 @@ def test_outputs_hidden_and_block_states(tiny_config):
     model = randomize_(RIFormerForImageClassification(tiny_config).eval())
     pixels = torch.randn(2, 3, 64, 48)
     out = model(pixels, labels=torch.tensor([0, 2]), output_hidden_states=True, output_block_states=True)
-    assert [tuple(h.shape[1:]) for h in out.hidden_states] == [(8, 16, 12), (8, 16, 12), (16, 8, 6), (24, 4, 3), (32, 2, 2)]
+    shapes = [tuple(h.shape[1:]) for h in out.hidden_states]
+    assert shapes == [(8, 16, 12), (8, 16, 12), (16, 8, 6), (24, 4, 3), (32, 2, 2)]
     assert len(out.block_states) == len(out.mixer_states) == sum(tiny_config.depths)
     assert torch.equal(out.block_states[-1], out.hidden_states[-1])
     block = model.riformer.encoder.stages[0].blocks[0]
@@ -175,7 +176,9 @@ def test_trust_remote_code_and_pipeline_in_clean_process(tmp_path, tiny_config):
 
 
 def test_backbone_feature_maps_at_strides_4_to_32(tiny_config):
-    config = RIFormerConfig(depths=(1, 1, 2, 1), hidden_sizes=(8, 16, 24, 32), out_features=["stage1", "stage2", "stage3", "stage4"])
+    config = RIFormerConfig(
+        depths=(1, 1, 2, 1), hidden_sizes=(8, 16, 24, 32), out_features=["stage1", "stage2", "stage3", "stage4"]
+    )
     backbone = RIFormerBackbone(config).eval()
     out = backbone(torch.randn(1, 3, 64, 96))
     assert [tuple(f.shape) for f in out.feature_maps] == [(1, 8, 16, 24), (1, 16, 8, 12), (1, 24, 4, 6), (1, 32, 2, 3)]
@@ -187,7 +190,8 @@ def test_backbone_loads_classification_weights(tmp_path, tiny_config):
     classifier = randomize_(RIFormerForImageClassification(tiny_config))
     classifier.save_pretrained(tmp_path)
     backbone = RIFormerBackbone.from_pretrained(tmp_path, out_features=["stage4"])
-    assert torch.equal(backbone.encoder.stages[3].patch_embeddings.weight, classifier.riformer.encoder.stages[3].patch_embeddings.weight)
+    assert torch.equal(backbone.encoder.stages[3].patch_embeddings.weight,
+                       classifier.riformer.encoder.stages[3].patch_embeddings.weight)
 
 
 def test_bad_inputs_raise_clear_errors(tiny_config):
@@ -207,7 +211,8 @@ def test_loading_weights_into_the_other_form_is_refused(tmp_path, tiny_config):
     training = RIFormerForImageClassification(tiny_config)
     training.save_pretrained(tmp_path / "train")
     reparameterize_model(training).save_pretrained(tmp_path / "deploy")
-    with pytest.raises(ValueError, match="training form .* reparameterized=False, then call `model.reparameterize\\(\\)`"):
+    match = "training form .* reparameterized=False, then call `model.reparameterize\\(\\)`"
+    with pytest.raises(ValueError, match=match):
         RIFormerForImageClassification.from_pretrained(tmp_path / "train", reparameterized=True)
     with pytest.raises(ValueError, match="deploy form .*cannot be turned back"):
         RIFormerForImageClassification.from_pretrained(tmp_path / "deploy", reparameterized=False)

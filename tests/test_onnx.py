@@ -6,14 +6,13 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import randomize_
 
 from riformer_hf import RIFormerConfig, RIFormerForImageClassification, cli, reparameterize_model
 from riformer_hf.data import digits_dataset, make_image_processor
 from riformer_hf.export import load_riformer
 from riformer_hf.export.inference_graph import FoldedRIFormerClassifier, can_fold
 from riformer_hf.export.onnx import export_graph, export_onnx, ort_session
-
-from conftest import randomize_
 
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
@@ -186,7 +185,7 @@ def test_bad_inputs_are_one_line_errors(tmp_path, capsys):
     assert cli.export(["--model_name_or_path", str(tmp_path / "riformer"), "--output_dir", str(out), "--int8",
                        "--calibration_data", str(empty)]) == 2
     err = _one_error_line(capsys)
-    assert "holds no images" in err and "'digits'" in err
+    assert f"--calibration_data {empty} holds no images" in err and "'digits'" in err
 
     assert cli.export(["--model_name_or_path", str(tmp_path / "riformer"),
                        "--output_dir", str(tmp_path / "riformer")]) == 2

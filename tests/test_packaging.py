@@ -46,11 +46,12 @@ model = RIFormerForImageClassification(RIFormerConfig(depths=(1, 1, 1, 1), hidde
 print(build_model_card(model, make_image_processor(), repo_id="me/tiny").text)
 """
     env = {"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"}
-    card = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=tmp_path)
+    card = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=tmp_path,
+                          check=False)
     assert card.returncode == 0, card.stderr[-3000:]
     assert "pipeline(" in card.stdout and "RIFormer" in card.stdout
     usage = subprocess.run([sys.executable, "-m", "riformer_hf.cli", "push", "--help"], capture_output=True, text=True,
-                           env=env)
+                           env=env, check=False)
     assert usage.returncode == 0 and "--repo_id" in usage.stdout, usage.stderr[-3000:]
 
     # A fresh virtual environment: the dependencies come from this one (a .pth line), the package from the wheel.
@@ -66,5 +67,57 @@ print(build_model_card(model, make_image_processor(), repo_id="me/tiny").text)
     assert {"riformer-train", "riformer-convert", "riformer-push", "riformer-demo", "riformer-bench"} <= set(commands)
     clean = {"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"}
     for command in commands:
-        done = subprocess.run([fresh / "bin" / command, "--help"], capture_output=True, text=True, env=clean, cwd=tmp_path)
+        done = subprocess.run([fresh / "bin" / command, "--help"], capture_output=True, text=True, env=clean,
+                              cwd=tmp_path, check=False)
         assert done.returncode == 0 and "usage:" in done.stdout, (command, done.stderr[-2000:])
+
+
+# ---- a light import that still registers the Auto classes ----
+
+HEAVY = ("torch", "transformers", "datasets", "accelerate", "onnxruntime", "transformers.trainer")
+
+
+def python(code: str) -> str:
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def test_import_loads_neither_torch_nor_transformers():
+    loaded = python(f"import sys, riformer_hf; print([m for m in {HEAVY!r} if m in sys.modules])")
+    assert loaded.strip() == "[]"
+
+
+AUTO_CHECK = """
+from transformers import AutoBackbone, AutoConfig, AutoModel, AutoModelForImageClassification
+config = AutoConfig.for_model("riformer", depths=(1, 1, 1, 1), hidden_sizes=(8, 8, 8, 8))
+models = [AutoModelForImageClassification.from_config(config), AutoBackbone.from_config(config),
+          AutoModel.from_config(config), AutoModel.from_config(AutoConfig.for_model("gfnet", depths=(1, 1, 1, 1)))]
+print(",".join(type(m).__name__ for m in models))
+"""
+ORDERS = {
+    "package first": "import riformer_hf\n",
+    "modelling file first": "import riformer_hf\nfrom riformer_hf import RIFormerForImageClassification\n",
+    "transformers' models first": "import transformers.modeling_utils\nimport riformer_hf\n",
+    "Auto classes first": "from transformers import AutoModel\nimport riformer_hf\n",
+}
+
+
+def test_the_auto_classes_know_riformer_whatever_was_imported_first():
+    """Registration runs when transformers loads its Auto modules (or at once when they are loaded), entering the
+    models by name: `transformers.modeling_layers` imports `AutoModel` halfway through its own import, so importing
+    the modelling files at that moment would fail."""
+    for name, prelude in ORDERS.items():
+        assert python(prelude + AUTO_CHECK).strip() == (
+            "RIFormerForImageClassification,RIFormerBackbone,RIFormerModel,GFNetModel"), name
+
+
+def test_transformers_still_has_the_name_tables_registration_writes():
+    from transformers.models.auto import modeling_auto
+
+    from riformer_hf.registration import MODEL_CLASSES
+
+    for mapping_name in MODEL_CLASSES:
+        mapping = getattr(modeling_auto, mapping_name)
+        for table in ("_reverse_config_mapping", "_model_mapping", "_modules"):
+            assert isinstance(getattr(mapping, table, None), dict), f"{mapping_name}.{table} moved: see registration.py"

@@ -22,7 +22,7 @@ from safetensors.torch import load_file
 from transformers import PoolFormerConfig, PoolFormerForImageClassification, Trainer
 
 from riformer_hf import cli
-from riformer_hf.distillation import pipeline
+from riformer_hf.training import arguments, builders, checks, run
 
 TINY = ["--depths", "1", "1", "1", "1", "--hidden_sizes", "8", "8", "8", "8", "--image_size", "32"]
 QUICK = [
@@ -76,7 +76,7 @@ def test_a_reused_output_dir_is_refused_and_left_as_it_was(earlier_copy, capsys)
 
 def test_overwrite_output_dir_starts_afresh(earlier_copy):
     folder, before = earlier_copy
-    trainer = pipeline.run_training(
+    trainer = run.main(
         ["--output_dir", str(folder), *TINY, *QUICK, "--max_steps", "2", "--save_steps", "2", "--overwrite_output_dir"]
     )
     assert trainer.state.global_step == 2
@@ -115,7 +115,8 @@ def test_too_little_free_disk_is_refused_before_training(tmp_path, monkeypatch, 
     folder = tmp_path / "run"
     assert cli.train(["--output_dir", str(folder), *TINY, *QUICK, *FOUR_STEPS]) == 2
     line = error_line(capsys)
-    assert f"Not enough free disk for one checkpoint in --output_dir {folder}: 5.0 KB free, a checkpoint of this 5,506-parameter model takes about 1.1 MB" in line
+    assert (f"Not enough free disk for one checkpoint in --output_dir {folder}: 5.0 KB free, a checkpoint of this "
+            "5,506-parameter model takes about 1.1 MB") in line
     assert "(weights + AdamW states): free some space or give another --output_dir." in line
     assert not list(folder.iterdir())  # nothing trained, nothing saved
 
@@ -159,7 +160,7 @@ def test_an_interrupted_checkpoint_leaves_the_previous_one_and_resume_last_conti
     killed.mkdir()
     shutil.copy(folder / "checkpoint-2" / "model.safetensors", killed)
     with caplog.at_level("WARNING"):
-        resumed = pipeline.run_training(
+        resumed = run.main(
             ["--output_dir", str(folder), *TINY, *QUICK, *FOUR_STEPS, "--resume_from_checkpoint", "last"]
         )
     assert "Skipping checkpoint-3: incomplete (an interrupted save); resuming from an earlier one." in caplog.text
@@ -232,7 +233,7 @@ def test_hub_down_at_the_final_push_still_evaluates_saves_everything_and_exits_3
 
     command = retry_line(stderr)
     assert f"--model_dir {folder}" in command and f"HF_ENDPOINT={server.url}" in command
-    done = subprocess.run(command, shell=True, capture_output=True, text=True, cwd=tmp_path)
+    done = subprocess.run(command, shell=True, capture_output=True, text=True, cwd=tmp_path, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     assert server.files("test-user/down")["model.safetensors"] == (folder / "model.safetensors").read_bytes()
 
@@ -267,7 +268,7 @@ def no_data(monkeypatch):
     def read(*args, **kwargs):
         raise AssertionError("data was read before the arguments were checked")
 
-    monkeypatch.setattr(pipeline, "load_image_dataset", read)
+    monkeypatch.setattr(builders, "load_image_dataset", read)
 
 
 def poolformer_folder(path: Path) -> Path:
@@ -286,7 +287,8 @@ def deploy_config(path: Path) -> Path:
 BAD_TRAINING_ARGUMENTS = {
     "hflip": (["--hflip", "2"], lambda tmp: "error: --hflip 2.0: a probability must lie in [0, 1]."),
     "min_crop_area": (["--min_crop_area", "2"],
-                      lambda tmp: "error: --min_crop_area 2.0: an area fraction must lie in (0, 1]; 1 = no random crop."),
+                      lambda tmp: "error: --min_crop_area 2.0: an area fraction must lie in (0, 1]; 1 = no random "
+                      "crop."),
     "image_size": (["--image_size", "0"], lambda tmp: "error: --image_size 0: must be positive."),
     "max_steps": (["--max_steps", "0"], lambda tmp: "error: --max_steps 0: trains nothing; give a positive count "
                   "(-1 = use --num_train_epochs), or --do_eval alone to evaluate only."),
@@ -333,11 +335,13 @@ def test_debug_shows_the_traceback_and_internal_failures_keep_theirs(tmp_path, m
     assert "Traceback (most recent call last)" in stderr and stderr.rstrip().endswith("must lie in [0, 1].")
 
     def bug(*args, **kwargs):
-        raise RuntimeError("a bug, not the user's")
+        raise ValueError("a bug, not the user's")  # a ValueError from inside the package or a library: still a bug
 
-    monkeypatch.setattr(pipeline, "build_trainer", bug)
-    with pytest.raises(RuntimeError, match="a bug"):  # uncaught: the console script prints it and exits with 1
-        cli.train(["--output_dir", str(tmp_path / "run"), *TINY, *QUICK])
+    monkeypatch.setattr(run, "build_trainer", bug)
+    assert cli.train(["--output_dir", str(tmp_path / "run"), *TINY, *QUICK]) == 1
+    stderr = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in stderr and "ValueError: a bug, not the user's" in stderr
+    assert stderr.rstrip().endswith("please report it with the traceback above.")
 
 
 def test_a_one_class_image_folder_names_the_real_cause(tmp_path, capsys):
@@ -390,7 +394,7 @@ def test_do_eval_alone_evaluates_the_deploy_export(earlier_run, tmp_path):
     threads = torch.get_num_threads()
     folder = tmp_path / "eval"
     try:
-        trainer = pipeline.run_training(["--output_dir", str(folder), "--model_name_or_path", str(earlier_run),
+        trainer = run.main(["--output_dir", str(folder), "--model_name_or_path", str(earlier_run),
                                          "--do_eval", "--threads", "2", *QUICK])
         assert torch.get_num_threads() == 2
     finally:
@@ -408,13 +412,14 @@ def test_help_lists_the_riformer_options_first(capsys):
         cli.train(["--help"])
     assert done.value.code == 0
     text = capsys.readouterr().out
-    sections = ["RIFormer distillation:", "student and teachers:", "data and augmentation:",
-                "output folder and machine:", "transformers TrainingArguments:"]
+    sections = ["RIFormer's recipe, then transformers' TrainingArguments:", "student and teachers:",
+                "data and augmentation:", "output folder and machine:"]
     positions = [text.index(f"\n{s}\n") for s in sections]
     assert positions == sorted(positions)
-    assert text.index("--lambda_mixer") < text.index("--teacher_model") < text.index("--hflip") < text.index(
-        "--overwrite_output_dir") < text.index("--threads") < text.index("--learning_rate")
-    assert text.startswith("usage: riformer-train [--FLAG VALUE ...]\n")
+    assert text.index("--lambda_mixer") < text.index("--learning_rate") < text.index("--teacher_model") < text.index(
+        "--hflip") < text.index("--overwrite_output_dir") < text.index("--threads")
+    assert "--recipe_overrides" not in text  # filled from the flags given, not a flag to give
+    assert text.startswith("usage: riformer-train [--FLAG VALUE ...] | riformer-train CONFIG.json\n")
 
 
 # ---- the console script, as a user runs it ----
@@ -424,7 +429,7 @@ def console(args, cwd) -> subprocess.CompletedProcess:
     environment = {k: v for k, v in os.environ.items()
                    if k not in ("TRANSFORMERS_VERBOSITY", "HF_HUB_DISABLE_PROGRESS_BARS")}  # a user's defaults
     return subprocess.run([str(CONSOLE), *args], capture_output=True, text=True, cwd=cwd,
-                          env={**environment, "OMP_NUM_THREADS": "1"})
+                          env={**environment, "OMP_NUM_THREADS": "1"}, check=False)
 
 
 def test_console_script_is_quiet_and_errors_are_one_line(tmp_path):
@@ -463,6 +468,6 @@ def test_only_the_local_main_process_probes_the_output_folder(tmp_path, monkeypa
     for rank, expected in ((1, []), (0, [target])):
         probed.clear()
         args = SimpleNamespace(output_dir=str(target), resume_from_checkpoint=None, local_process_index=rank)
-        pipeline.check_output_dir(args, pipeline.RunArguments())
+        checks.check_output_dir(args, arguments.RunArguments())
         assert probed == expected
         assert not (tmp_path / "new").exists()  # the probe leaves a missing folder missing

@@ -14,8 +14,9 @@ from safetensors.torch import load_file
 from transformers import PoolFormerConfig, PoolFormerForImageClassification
 
 from riformer_hf.data import make_image_processor
-from riformer_hf.distillation.pipeline import ModelArguments, build_student
-from riformer_hf.distillation.pipeline import run_training as main
+from riformer_hf.training.arguments import ModelArguments
+from riformer_hf.training.builders import build_student
+from riformer_hf.training.run import main
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--depths", "1", "1", "1", "1", "--hidden_sizes", "8", "8", "8", "8", "--image_size", "32"]
@@ -110,7 +111,7 @@ def test_console_script_runs(tmp_path):
     done = subprocess.run(
         [str(Path(sys.executable).with_name("riformer-train")), "--output_dir", str(tmp_path / "run"), *TINY, *QUICK,
          "--max_steps", "1", "--save_strategy", "no"],
-        capture_output=True, text=True, cwd=tmp_path, env={**os.environ, "OMP_NUM_THREADS": "1"},
+        capture_output=True, text=True, cwd=tmp_path, env={**os.environ, "OMP_NUM_THREADS": "1"}, check=False,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "eval_accuracy" in done.stdout
@@ -128,7 +129,7 @@ def test_two_process_accelerate_launch_on_cpu(tmp_path):
     runner = tmp_path / "train_and_dump.py"
     runner.write_text(textwrap.dedent(f"""
         import sys, torch
-        from riformer_hf.distillation.pipeline import run_training as main
+        from riformer_hf.training.run import main
         trainer = main(sys.argv[1:])
         state = {{k: v.detach().clone() for k, v in trainer.model.state_dict().items()}}
         torch.save({{"world_size": trainer.args.world_size, "backend": trainer.accelerator.state.backend,
@@ -140,12 +141,13 @@ def test_two_process_accelerate_launch_on_cpu(tmp_path):
         str(ROOT / "configs" / "accelerate_cpu_2proc.yaml"), "--main_process_port", str(free_port()), str(runner),
         "--output_dir", str(tmp_path / "run"), "--image_size", "32", "--teacher_model", str(teacher_dir),
         "--init_from_teacher", "--distillation_type", "soft", "--lambda_hidden", "1.0", "--drop_path_rate", "0.1",
-        *RANDOM_AUGMENTATION, "--per_device_train_batch_size", "4", "--max_train_samples", "32", "--max_eval_samples", "16",
+        *RANDOM_AUGMENTATION, "--per_device_train_batch_size", "4", "--max_train_samples", "32",
+        "--max_eval_samples", "16",
         "--max_steps", "3", "--save_strategy", "no", "--disable_tqdm", "true",
     ]
     done = subprocess.run(
         command, capture_output=True, text=True, cwd=tmp_path, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"}
-    )
+    , check=False)
     assert done.returncode == 0, done.stderr[-4000:]
     assert "find_unused_parameters" not in done.stderr  # riformer-train tells DDP that every parameter is used
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1)]
@@ -206,7 +208,7 @@ def test_train_transform_crops_within_its_ranges_and_is_seeded():
 
 
 def test_recipe_flag_sets_the_recipe_and_explicit_flags_override_it(tmp_path):
-    from riformer_hf.distillation.pipeline import parse_args
+    from riformer_hf.training.arguments import parse_args
 
     _, model_args, training, _ = parse_args([
         "--output_dir", str(tmp_path), "--recipe", "riformer-s24", "--per_device_train_batch_size", "64",
@@ -227,7 +229,7 @@ def test_recipe_flag_sets_the_recipe_and_explicit_flags_override_it(tmp_path):
 
 def test_help_describes_the_recipe_options():
     done = subprocess.run([str(Path(sys.executable).with_name("riformer-train")), "--help"], capture_output=True,
-                          text=True, env={**os.environ, "COLUMNS": "200"})
+                          text=True, env={**os.environ, "COLUMNS": "200"}, check=False)
     assert done.returncode == 0
     text = " ".join(done.stdout.split())
     for phrase in ("--recipe", "riformer-s36 (λ extrapolated from S24)", "--aa", "RandAugment policy", "--mixup",
@@ -246,16 +248,16 @@ def test_help_describes_the_recipe_options():
     ],
 )
 def test_bad_augmentation_flags_fail_before_data_is_read(tmp_path, monkeypatch, flags, match):
-    import riformer_hf.distillation.pipeline as pipeline
+    from riformer_hf.training import builders
 
-    monkeypatch.setattr(pipeline, "load_image_dataset", lambda *a, **k: pytest.fail("data read"))
+    monkeypatch.setattr(builders, "load_image_dataset", lambda *a, **k: pytest.fail("data read"))
     with pytest.raises(ValueError, match=match):
         main(["--output_dir", str(tmp_path / "run"), *flags])
 
 
 def test_bad_flag_is_one_error_line_from_the_console_script(tmp_path):
     done = subprocess.run([str(Path(sys.executable).with_name("riformer-train")), "--output_dir", str(tmp_path),
-                           "--mixup", "-1"], capture_output=True, text=True, cwd=tmp_path)
+                           "--mixup", "-1"], capture_output=True, text=True, cwd=tmp_path, check=False)
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
         "error: --mixup -1.0: must be >= 0.0 (the Beta(α, α) parameter of mixup; 0 turns it off)."]
@@ -283,7 +285,8 @@ def test_teacher_preprocessing_is_read_given_or_refused(tmp_path):
 
 
 def _train_with_initial_weights(argv):
-    from riformer_hf.distillation.pipeline import build_trainer, parse_args
+    from riformer_hf.training.arguments import parse_args
+    from riformer_hf.training.builders import build_trainer
 
     trainer = build_trainer(*parse_args(argv)[:3])
     initial = {k: v.clone() for k, v in trainer.model.state_dict().items()}
@@ -353,4 +356,5 @@ def test_shipped_accelerate_configs_load(name, machines, processes):
 
     config = load_config_from_file(str(ROOT / "configs" / name))
     assert (config.num_machines, config.num_processes) == (machines, processes)
-    assert config.num_processes % config.num_machines == 0 and "-m riformer_hf.cli train" in (ROOT / "configs" / name).read_text()
+    assert config.num_processes % config.num_machines == 0
+    assert "-m riformer_hf.cli train" in (ROOT / "configs" / name).read_text()

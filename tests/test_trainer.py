@@ -49,11 +49,11 @@ def student(seed=1, **kwargs):
 
 
 def args(tmp_path, **kwargs):
-    defaults = dict(
-        output_dir=str(tmp_path / "out"), per_device_train_batch_size=4, per_device_eval_batch_size=4,
-        learning_rate=1e-2, report_to=[], disable_tqdm=True, use_cpu=True, save_strategy="no", seed=0,
-        logging_steps=1,
-    )
+    defaults = {
+        "output_dir": str(tmp_path / "out"), "per_device_train_batch_size": 4, "per_device_eval_batch_size": 4,
+        "learning_rate": 1e-2, "report_to": [], "disable_tqdm": True, "use_cpu": True, "save_strategy": "no",
+        "seed": 0, "logging_steps": 1,
+    }
     return RIFormerTrainingArguments(**{**defaults, **kwargs})
 
 

@@ -1,51 +1,67 @@
-"""riformer_hf: RIFormer (CVPR 2023) for the Hugging Face stack. Importing it registers the Auto classes.
+"""riformer_hf: RIFormer (CVPR 2023) for the Hugging Face stack.
 
-Rooms: `models` (RIFormer, GFNet-H), `data` (digits, image processor, transforms), `distillation` (losses, teachers,
-arguments, trainer), `export` (deploy export, card, Hub, save hook), `convert` (published checkpoints), `cli`.
+Importing it registers RIFormer and GFNet with transformers' Auto classes (`registration`) and nothing else: the
+names below load their modules on first use.
+
+Rooms: `models` (RIFormer, GFNet-H), `data` (digits, image processor, transforms, batch mixing), `distillation`
+(losses, teachers, arguments, recipes, trainer), `training` (the riformer-train program), `export` (deploy export,
+card, Hub, ONNX), `convert` (published checkpoints, PoolFormer → RIFormer), `evaluation`, `benchmarks`, `cli`.
 """
 
-from transformers import AutoBackbone, AutoConfig, AutoModel, AutoModelForImageClassification
+import importlib
 
-from .distillation import RIFormerDistillationTrainer, RIFormerTrainingArguments, from_poolformer
-from .export import ReparameterizedExportMixin, export_reparameterized, push_reparameterized
-from .models.gfnet import GFNET_PRESETS, GFNetConfig, GFNetForImageClassification, GFNetModel, GFNetPreTrainedModel
-from .models.riformer import (
-    RIFORMER_PRESETS,
-    RIFormerBackbone,
-    RIFormerConfig,
-    RIFormerForImageClassification,
-    RIFormerModel,
-    RIFormerPreTrainedModel,
-    reparameterize_model,
-)
+from . import registration
 
-AutoConfig.register("riformer", RIFormerConfig, exist_ok=True)
-AutoModel.register(RIFormerConfig, RIFormerModel, exist_ok=True)
-AutoModelForImageClassification.register(RIFormerConfig, RIFormerForImageClassification, exist_ok=True)
-AutoBackbone.register(RIFormerConfig, RIFormerBackbone, exist_ok=True)
+__version__ = "0.3.0"
 
-# `save_pretrained` then writes `auto_map` and copies the modelling code for `trust_remote_code`.
-RIFormerConfig.register_for_auto_class()
-RIFormerModel.register_for_auto_class("AutoModel")
-RIFormerForImageClassification.register_for_auto_class("AutoModelForImageClassification")
-RIFormerBackbone.register_for_auto_class("AutoBackbone")
+_LAZY = {
+    "RIFORMER_PRESETS": "models.riformer.configuration_riformer",
+    "RIFormerConfig": "models.riformer.configuration_riformer",
+    "RIFormerBackbone": "models.riformer.modeling_riformer",
+    "RIFormerForImageClassification": "models.riformer.modeling_riformer",
+    "RIFormerModel": "models.riformer.modeling_riformer",
+    "RIFormerPreTrainedModel": "models.riformer.modeling_riformer",
+    "reparameterize_model": "models.riformer.modeling_riformer",
+    "GFNET_PRESETS": "models.gfnet.configuration_gfnet",
+    "GFNetConfig": "models.gfnet.configuration_gfnet",
+    "GFNetForImageClassification": "models.gfnet.modeling_gfnet",
+    "GFNetModel": "models.gfnet.modeling_gfnet",
+    "GFNetPreTrainedModel": "models.gfnet.modeling_gfnet",
+    "RIFormerDistillationTrainer": "distillation.trainer",
+    "RIFormerTrainingArguments": "distillation.arguments",
+    "from_poolformer": "convert.poolformer",
+    "ReparameterizedExportMixin": "export.save_hook",
+    "export_reparameterized": "export.deploy",
+    "push_reparameterized": "export.hub",
+    "UserError": "errors",
+}
+_SUBMODULES = ("benchmarks", "cli", "convert", "data", "distillation", "errors", "evaluation", "export", "models",
+               "timing", "training")
 
-AutoConfig.register("gfnet", GFNetConfig, exist_ok=True)
-AutoModel.register(GFNetConfig, GFNetModel, exist_ok=True)
-AutoModelForImageClassification.register(GFNetConfig, GFNetForImageClassification, exist_ok=True)
-GFNetConfig.register_for_auto_class()
-GFNetModel.register_for_auto_class("AutoModel")
-GFNetForImageClassification.register_for_auto_class("AutoModelForImageClassification")
+registration.install()
 
-__version__ = "0.2.0"
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    if name in _SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY, *_SUBMODULES})
+
 
 __all__ = [
     "GFNET_PRESETS",
+    "RIFORMER_PRESETS",
     "GFNetConfig",
     "GFNetForImageClassification",
     "GFNetModel",
     "GFNetPreTrainedModel",
-    "RIFORMER_PRESETS",
     "RIFormerBackbone",
     "RIFormerConfig",
     "RIFormerDistillationTrainer",
@@ -54,6 +70,7 @@ __all__ = [
     "RIFormerPreTrainedModel",
     "RIFormerTrainingArguments",
     "ReparameterizedExportMixin",
+    "UserError",
     "export_reparameterized",
     "from_poolformer",
     "push_reparameterized",

@@ -22,10 +22,11 @@ from transformers import (
     default_data_collator,
 )
 
-from .benchmark import time_interleaved
+from .convert.poolformer import from_poolformer
 from .data import ProcessorTransform, TrainTransform, digits_dataset, make_image_processor, with_image_transform
-from .distillation import RIFormerDistillationTrainer, RIFormerTrainingArguments, from_poolformer
+from .distillation import RIFormerDistillationTrainer, RIFormerTrainingArguments
 from .models.riformer import RIFormerConfig, RIFormerForImageClassification, reparameterize_model
+from .timing import time_interleaved
 
 IMAGE_SIZE = 32
 ARCHITECTURE = {"depths": (1, 1, 2, 1), "hidden_sizes": (16, 32, 64, 96), "layer_scale_init_value": 0.1}
@@ -182,10 +183,10 @@ def format_table(rows: list[Row], student_epochs: int, int8: Int8Result | None =
     worst = max(r.max_logit_change for r in rows if r.max_logit_change is not None)
     lines += [
         "-" * 104,
-        f"Students: {student_epochs} epochs each, scored after re-parameterisation (max |Δlogit| vs training form: "
-        f"{worst:.1e}).",
-        f"** Teacher and deploy students in eager PyTorch, batch {SPEED_BATCH} at {IMAGE_SIZE}², "
-        f"{torch.get_num_threads()} thread(s): medians of {SPEED_ROUNDS} interleaved rounds",
+        (f"Students: {student_epochs} epochs each, scored after re-parameterisation (max |Δlogit| vs training form: "
+         f"{worst:.1e})."),
+        (f"** Teacher and deploy students in eager PyTorch, batch {SPEED_BATCH} at {IMAGE_SIZE}², "
+         f"{torch.get_num_threads()} thread(s): medians of {SPEED_ROUNDS} interleaved rounds"),
         "   (vs teacher: median of the per-round time ratios).",
         "* RIFormer-S12 on ImageNet, 120 epochs (paper, Table 6); the digits are far easier and the runs tiny.",
     ]

@@ -11,6 +11,8 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError
 
+from ..errors import MissingInputError, UserError
+
 # Keys under which training frameworks nest the weights: mmengine, DeiT / GFNet, DataParallel-style wrappers.
 CHECKPOINT_WRAPPERS = ("state_dict", "model", "module")
 _MAX_LISTED = 20
@@ -25,7 +27,7 @@ def read_checkpoint(path: str | os.PathLike):
     """The object saved in a `.safetensors` or `.pth` file, as saved (possibly a wrapper around the weights)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"No checkpoint file at {path}.")
+        raise MissingInputError(f"No checkpoint file at {path}.")
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
@@ -34,28 +36,28 @@ def read_checkpoint(path: str | os.PathLike):
         except SafetensorError as error:
             with path.open("rb") as file:
                 has_header = file.read(9)[8:] == b"{"  # 8 bytes of header length, then its JSON
-            raise ValueError(_unreadable(path, "a safetensors file", error, truncated=has_header)) from None
+            raise UserError(_unreadable(path, "a safetensors file", error, truncated=has_header)) from None
     with path.open("rb") as file:
         head = file.read(4)
-    pytorch_format = head.startswith(b"PK\x03\x04") or head.startswith(b"\x80")  # torch.save's zip, legacy pickle
+    pytorch_format = head.startswith((b"PK\x03\x04", b"\x80"))  # torch.save's zip, legacy pickle
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):  # DeiT-style files keep the training `args`
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         if not pytorch_format:
-            raise ValueError(_unreadable(path, "a PyTorch checkpoint", error)) from None
+            raise UserError(_unreadable(path, "a PyTorch checkpoint", error)) from None
         try:
             objects = ", ".join(torch.serialization.get_unsafe_globals_in_checkpoint(path)) or "unknown"
-        except Exception:  # not a zip-format file: the refusal itself is the explanation
+        except Exception:  # noqa: BLE001 -- not a zip-format file: the refusal itself is the explanation
             objects = "unknown"
-        raise ValueError(
+        raise UserError(
             f"{path} holds Python objects besides tensors ({objects}), which `torch.load(weights_only=True)` refuses "
             "to unpickle. If you trust the file, save its weights alone and convert that file: "
             f"`torch.save(torch.load({str(path)!r}, weights_only=False)['state_dict'], 'weights.pth')` "
             "(use the key that holds the weights: 'state_dict', 'model' or none)."
         ) from error
     except (RuntimeError, EOFError, KeyError, IndexError, ValueError) as error:  # what torch.load raises on bad bytes
-        raise ValueError(_unreadable(path, "a PyTorch checkpoint", error, truncated=pytorch_format)) from None
+        raise UserError(_unreadable(path, "a PyTorch checkpoint", error, truncated=pytorch_format)) from None
 
 
 def _unreadable(path: Path, what: str, error: Exception, truncated: bool = True) -> str:
@@ -78,13 +80,13 @@ def unwrap_state_dict(checkpoint) -> dict[str, torch.Tensor]:
     while isinstance(state, dict) and not _is_state_dict(state):
         wrapper = next((key for key in CHECKPOINT_WRAPPERS if isinstance(state.get(key), dict)), None)
         if wrapper is None:
-            raise ValueError(
+            raise UserError(
                 "Found no state dict in the checkpoint: expected a dict of tensors, bare or under one of "
                 f"{list(CHECKPOINT_WRAPPERS)}; got a dict with keys {listed(sorted(map(str, state)))}."
             )
         state = state[wrapper]
     if not isinstance(state, dict):
-        raise ValueError(f"Expected the checkpoint to hold a dict of tensors; got {type(state).__name__}.")
+        raise UserError(f"Expected the checkpoint to hold a dict of tensors; got {type(state).__name__}.")
     if all(key.startswith("module.") for key in state):  # saved from a DistributedDataParallel wrapper
         state = {key.removeprefix("module."): value for key, value in state.items()}
     return dict(state)
@@ -111,7 +113,7 @@ def weight_and_bias(source: str, target: str) -> list[tuple[str, str, None]]:
 
 def required(state_dict: dict, key: str, what: str) -> torch.Tensor:
     if key not in state_dict:
-        raise ValueError(
+        raise UserError(
             f"This is not {what} checkpoint: it has no {key!r}. Its keys: {listed(sorted(state_dict))}."
         )
     return state_dict[key]
@@ -143,7 +145,7 @@ def load_mapped(model_class, config, state_dict, pairs, what: str):
     if missing:
         problems.append(f"{len(missing)} key(s) the architecture needs but the checkpoint lacks: {listed(missing)}")
     if problems:
-        raise ValueError(f"{context}: {'; '.join(problems)}.")
+        raise UserError(f"{context}: {'; '.join(problems)}.")
 
     mismatched = []
     for source, target, source_shape in pairs:
@@ -151,7 +153,7 @@ def load_mapped(model_class, config, state_dict, pairs, what: str):
         if found != expected:
             mismatched.append(f"{source} (→ {target}): checkpoint {found}, expected {expected}")
     if mismatched:
-        raise ValueError(f"{context}: shape mismatch in {len(mismatched)} tensor(s): {'; '.join(mismatched)}.")
+        raise UserError(f"{context}: shape mismatch in {len(mismatched)} tensor(s): {'; '.join(mismatched)}.")
 
     weights = {
         target: state_dict[source].detach().to(torch.float32, copy=True).reshape(shapes[target])

@@ -7,6 +7,7 @@ import os
 import torch
 
 from ..data.preprocessing import make_image_processor
+from ..errors import UserError
 from ..models.gfnet import GFNET_PRESETS, GFNetConfig, GFNetForImageClassification
 from .checkpoints import count_blocks, load_mapped, read_checkpoint, required, unwrap_state_dict, weight_and_bias
 
@@ -21,7 +22,7 @@ def infer_gfnet_config(state_dict: dict[str, torch.Tensor]) -> GFNetConfig:
     head = required(state_dict, "head.weight", "a GFNet-H (GFNetPyramid)")
     grid = math.isqrt(position.shape[1])
     if position.ndim != 3 or grid * grid != position.shape[1]:
-        raise ValueError(f"pos_embed has shape {tuple(position.shape)}: expected (1, grid * grid, channels).")
+        raise UserError(f"pos_embed has shape {tuple(position.shape)}: expected (1, grid * grid, channels).")
     depths, widths, ratios = [], [], set()
     while f"patch_embed.{len(depths)}.proj.weight" in state_dict:
         stage = len(depths)
@@ -31,7 +32,7 @@ def infer_gfnet_config(state_dict: dict[str, torch.Tensor]) -> GFNetConfig:
         if fc1 is not None:
             ratios.add(fc1.shape[0] / widths[-1])
     if len(ratios) > 1:
-        raise ValueError(f"The MLP ratio differs between stages ({sorted(ratios)}); GFNetConfig has one mlp_ratio.")
+        raise UserError(f"The MLP ratio differs between stages ({sorted(ratios)}); GFNetConfig has one mlp_ratio.")
     same = (p for p in GFNET_PRESETS.values() if list(p["depths"]) == depths and list(p["hidden_sizes"]) == widths)
     preset = next(same, {})
     return GFNetConfig(

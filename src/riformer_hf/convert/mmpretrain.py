@@ -6,12 +6,10 @@ import re
 
 import torch
 
-from ..data.preprocessing import DEFAULT_CROP_PCT, make_image_processor
+from ..data.preprocessing import crop_pct_for_widths, make_image_processor
+from ..errors import UserError
 from ..models.riformer import RIFORMER_PRESETS, RIFormerConfig, RIFormerForImageClassification
 from .checkpoints import count_blocks, load_mapped, read_checkpoint, required, unwrap_state_dict, weight_and_bias
-
-# Centre-crop fraction of the paper's evaluation by stage widths: the S models (64…512) 0.9, the M models (96…768) 0.95.
-CROP_PCT_BY_WIDTHS = {(64, 128, 320, 512): 0.9, (96, 192, 384, 768): 0.95}
 
 
 def _mmengine_class_names(checkpoint) -> list[str] | None:
@@ -36,7 +34,7 @@ def infer_riformer_config(state_dict: dict[str, torch.Tensor]) -> RIFormerConfig
         embed = stem if stage == 0 else state_dict.get(f"backbone.network.{stage - 1}.proj.weight")
         norm = state_dict.get(f"backbone.network.{stage}.0.norm2.weight")
         if embed is None and norm is None:
-            raise ValueError(
+            raise UserError(
                 f"Cannot tell the width of stage {len(depths)}: the checkpoint has neither "
                 f"'backbone.network.{stage - 1}.proj.weight' nor 'backbone.network.{stage}.0.norm2.weight'."
             )
@@ -45,13 +43,13 @@ def infer_riformer_config(state_dict: dict[str, torch.Tensor]) -> RIFormerConfig
         if fc1 is not None:
             ratios.add(fc1.shape[0] / widths[-1])
     if not depths:
-        raise ValueError("This mmpretrain RIFormer checkpoint has no blocks (no 'backbone.network.0.*' keys).")
+        raise UserError("This mmpretrain RIFormer checkpoint has no blocks (no 'backbone.network.0.*' keys).")
     if len(ratios) > 1:
-        raise ValueError(f"The MLP ratio differs between stages ({sorted(ratios)}); RIFormerConfig has one mlp_ratio.")
+        raise UserError(f"The MLP ratio differs between stages ({sorted(ratios)}); RIFormerConfig has one mlp_ratio.")
     block_norms = (re.match(r"backbone\.network\.\d+\.\d+\.(norm_reparam|norm1)\.", key) for key in state_dict)
     forms = {match.group(1) for match in block_norms if match}
     if len(forms) > 1:
-        raise ValueError(
+        raise UserError(
             "This checkpoint mixes training-form blocks (norm1 + token_mixer) and deploy-form blocks (norm_reparam); "
             "convert a checkpoint that is wholly one or the other."
         )
@@ -119,8 +117,7 @@ def convert_mmpretrain_riformer(
         model.reparameterize()
     if output_dir is not None:
         model.save_pretrained(output_dir)
-        crop_pct = CROP_PCT_BY_WIDTHS.get(tuple(config.hidden_sizes), DEFAULT_CROP_PCT)
-        make_image_processor(image_size or 224, crop_pct).save_pretrained(output_dir)
+        make_image_processor(image_size or 224, crop_pct_for_widths(config.hidden_sizes)).save_pretrained(output_dir)
     return model
 
 

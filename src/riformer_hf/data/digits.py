@@ -25,7 +25,7 @@ def digits_dataset(image_size: int = 32, test_fraction: float = 0.25, seed: int 
     ]
     labels = digits.target.astype(int).tolist()
     order = np.random.default_rng(seed).permutation(len(images))
-    n_test = int(round(len(images) * test_fraction))
+    n_test = round(len(images) * test_fraction)
     features = Features({"image": Image(), "label": ClassLabel(names=[str(d) for d in range(10)])})
 
     def subset(indices):

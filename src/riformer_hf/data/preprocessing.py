@@ -9,6 +9,8 @@ from it (`processor_spec`), and the model card describes it. RIFormer folders ca
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import UserError
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 # Centre-crop fraction of the paper's evaluation: 0.9 for the S models, 0.95 for the M models (and GFNet's 0.875).
@@ -17,13 +19,22 @@ DEFAULT_CROP_PCT = 0.9
 PROCESSOR_FILE = "preprocessor_config.json"
 
 
+def crop_pct_for_widths(hidden_sizes) -> float:
+    """The paper's crop for a RIFormer with these stage widths (its S or M presets), else `DEFAULT_CROP_PCT`."""
+    from ..models.riformer import RIFORMER_PRESETS
+
+    widths = tuple(hidden_sizes)
+    presets = (name for name, preset in RIFORMER_PRESETS.items() if tuple(preset["hidden_sizes"]) == widths)
+    return PRESET_CROP_PCT.get(next(presets, None), DEFAULT_CROP_PCT)
+
+
 def make_image_processor(image_size: int = 224, crop_pct: float = DEFAULT_CROP_PCT, mean=IMAGENET_MEAN,
                          std=IMAGENET_STD):
     """A PoolFormer-style image processor: bicubic resize to `int(image_size / crop_pct)`, centre crop, normalise."""
     from transformers.models.poolformer.image_processing_pil_poolformer import PoolFormerImageProcessorPil
 
     if image_size < 1 or not 0 < crop_pct <= 1:
-        raise ValueError(f"image_size must be positive and crop_pct in (0, 1]; got {image_size} and {crop_pct}.")
+        raise UserError(f"image_size must be positive and crop_pct in (0, 1]; got {image_size} and {crop_pct}.")
     return PoolFormerImageProcessorPil(
         size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}, crop_pct=crop_pct,
         image_mean=list(mean), image_std=list(std),
@@ -56,7 +67,7 @@ class ProcessorSpec:
     @property
     def image_size(self) -> int:
         if self.height != self.width:
-            raise ValueError(f"Expected square inputs; the image processor gives {self.height}×{self.width}.")
+            raise UserError(f"Expected square inputs; the image processor gives {self.height}×{self.width}.")
         return self.height
 
 
@@ -69,12 +80,12 @@ def processor_spec(processor) -> ProcessorSpec:
     elif size.get("height"):
         height, width = size["height"], size["width"]
     elif size.get("shortest_edge") and not getattr(processor, "do_center_crop", False):
-        raise ValueError(
+        raise UserError(
             f"{type(processor).__name__} resizes the short side to {size['shortest_edge']} without cropping, so the "
             "input size depends on each image: give it a crop_size or a fixed height and width."
         )
     else:
-        raise ValueError(f"Cannot tell the input size of {type(processor).__name__} (size={size}, crop_size={crop}).")
+        raise UserError(f"Cannot tell the input size of {type(processor).__name__} (size={size}, crop_size={crop}).")
     if getattr(processor, "do_normalize", True):
         mean, std = tuple(processor.image_mean), tuple(processor.image_std)
     else:
@@ -90,6 +101,7 @@ __all__ = [
     "IMAGENET_STD",
     "PRESET_CROP_PCT",
     "ProcessorSpec",
+    "crop_pct_for_widths",
     "load_image_processor",
     "make_image_processor",
     "processor_spec",

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 from PIL import Image, ImageEnhance, ImageOps
 
+from ..errors import UserError
 from .image_modes import to_rgb
 
 LEVEL_DENOMINATOR = 10.0
@@ -154,7 +155,7 @@ class RandAugmentConfig:
         )
         for field, key, ok, expected in checks:
             if not ok:
-                raise ValueError(f"RandAugment {field} ({key}) must be {expected}; got {getattr(self, field)!r}.")
+                raise UserError(f"RandAugment {field} ({key}) must be {expected}; got {getattr(self, field)!r}.")
 
     @property
     def operations(self) -> tuple[str, ...]:
@@ -179,32 +180,32 @@ def parse_rand_augment(spec: str) -> RandAugmentConfig:
     """The `RandAugmentConfig` of a timm-style policy string such as `rand-m9-mstd0.5-inc1`."""
     parts = str(spec).strip().split("-")
     if parts[0] != "rand":
-        raise ValueError(f"RandAugment policy {spec!r} must start with 'rand'; the format is {SPEC_FORMAT}.")
+        raise UserError(f"RandAugment policy {spec!r} must start with 'rand'; the format is {SPEC_FORMAT}.")
     values = {}
     for part in parts[1:]:
         match = re.fullmatch(r"([a-z]+)([0-9][0-9.]*)", part)
         if match is None or match.group(1) not in _SPEC_KEYS:
-            raise ValueError(f"RandAugment policy {spec!r}: cannot read {part!r}; the format is {SPEC_FORMAT}.")
+            raise UserError(f"RandAugment policy {spec!r}: cannot read {part!r}; the format is {SPEC_FORMAT}.")
         key, text = match.groups()
         field, kind = _SPEC_KEYS[key]
         if field in values:
-            raise ValueError(f"RandAugment policy {spec!r} sets {key!r} twice; give each key once.")
+            raise UserError(f"RandAugment policy {spec!r} sets {key!r} twice; give each key once.")
         try:
             value = kind(text)
         except ValueError:
-            raise ValueError(
+            raise UserError(
                 f"RandAugment policy {spec!r}: {part!r} needs {'an integer' if kind is int else 'a number'} after "
                 f"{key!r}; the format is {SPEC_FORMAT}."
             ) from None
         if key == "inc":
             if value not in (0, 1):
-                raise ValueError(f"RandAugment policy {spec!r}: {part!r} must be inc0 or inc1.")
+                raise UserError(f"RandAugment policy {spec!r}: {part!r} must be inc0 or inc1.")
             value = bool(value)
         values[field] = value
     try:
         return RandAugmentConfig(**values)
-    except ValueError as error:
-        raise ValueError(f"RandAugment policy {spec!r}: {error}") from None
+    except UserError as error:
+        raise UserError(f"RandAugment policy {spec!r}: {error}") from None
 
 
 @dataclass(frozen=True)
@@ -230,7 +231,8 @@ def _uniform() -> float:
 
 @dataclass(frozen=True)
 class RandAugment:
-    """RandAugment on PIL images (converted to RGB by `to_rgb`); geometric operations fill with `fill` (the mean pixel, round(255 · mean))."""
+    """RandAugment on PIL images (converted to RGB by `to_rgb`); geometric operations fill with `fill` (the mean
+    pixel, round(255 · mean))."""
 
     config: RandAugmentConfig = RandAugmentConfig()
     fill: tuple[int, int, int] = DEFAULT_FILL
@@ -238,7 +240,7 @@ class RandAugment:
     def __post_init__(self):
         fill = tuple(self.fill)
         if len(fill) != 3 or not all(isinstance(v, int) and 0 <= v <= 255 for v in fill):
-            raise ValueError(f"RandAugment fill must be three integers in [0, 255] (an RGB pixel); got {self.fill!r}.")
+            raise UserError(f"RandAugment fill must be three integers in [0, 255] (an RGB pixel); got {self.fill!r}.")
         object.__setattr__(self, "fill", fill)
 
     @classmethod
@@ -286,9 +288,9 @@ def fill_from_mean(mean) -> tuple[int, int, int]:
 
 
 __all__ = [
-    "DrawnOperation",
     "RAND_INCREASING_OPERATIONS",
     "RAND_OPERATIONS",
+    "DrawnOperation",
     "RandAugment",
     "RandAugmentConfig",
     "apply_operation",

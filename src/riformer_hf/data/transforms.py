@@ -17,6 +17,7 @@ from PIL import ImageEnhance
 from torch.utils.data import Dataset as TorchDataset
 from transformers.utils import logging
 
+from ..errors import UserError
 from .image_modes import to_rgb
 from .preprocessing import IMAGENET_MEAN, IMAGENET_STD, processor_spec
 from .rand_augment import RandAugment
@@ -58,7 +59,7 @@ class TrainTransform:
 
     def __post_init__(self):
         if self.color_jitter is not None and not self.color_jitter >= 0:
-            raise ValueError(f"color_jitter must be a strength ≥ 0 (0.4 is usual); got {self.color_jitter!r}.")
+            raise UserError(f"color_jitter must be a strength ≥ 0 (0.4 is usual); got {self.color_jitter!r}.")
 
     @classmethod
     def from_image_processor(cls, processor, **augmentation) -> "TrainTransform":
@@ -124,7 +125,7 @@ class ProcessorTransform:
         return self.processor(to_rgb(image), return_tensors="pt")["pixel_values"][0]
 
 
-class UnreadableImageError(OSError):
+class UnreadableImageError(UserError, OSError):
     """An image that cannot be decoded; its message names the file (or the dataset index) and the fix."""
 
 

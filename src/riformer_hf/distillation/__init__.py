@@ -1,15 +1,15 @@
-"""RIFormer's training recipe: losses, the PoolFormer teacher (imitation, initialisation, the one field and key map),
-the training arguments and the distillation Trainer."""
+"""RIFormer's training recipe: losses, the PoolFormer imitation teacher, teachers' preprocessing, the training
+arguments with the paper's recipes, and the distillation Trainer."""
 
 from .arguments import RIFormerTrainingArguments
-from .losses import feature_imitation_loss, hard_distillation_loss, relation_imitation_loss, soft_distillation_loss
-from .teachers import (
-    PoolFormerImitationAdapter,
-    check_isomorphic,
-    from_poolformer,
-    poolformer_config,
-    poolformer_key_to_riformer,
+from .losses import (
+    feature_imitation_loss,
+    hard_distillation_loss,
+    relation_imitation_loss,
+    soft_distillation_loss,
+    soft_target_cross_entropy,
 )
+from .teachers import PoolFormerImitationAdapter, check_isomorphic
 from .trainer import RIFormerDistillationTrainer, check_same_label_space
 
 __all__ = [
@@ -19,10 +19,8 @@ __all__ = [
     "check_isomorphic",
     "check_same_label_space",
     "feature_imitation_loss",
-    "from_poolformer",
     "hard_distillation_loss",
-    "poolformer_config",
-    "poolformer_key_to_riformer",
     "relation_imitation_loss",
     "soft_distillation_loss",
+    "soft_target_cross_entropy",
 ]

@@ -1,11 +1,13 @@
 """`RIFormerTrainingArguments`: transformers' `TrainingArguments` plus RIFormer's distillation recipe."""
 
+import argparse
 import os
 from dataclasses import dataclass, field, fields
 
 import torch
 from transformers import TrainingArguments
 
+from ..errors import UserError
 from .recipes import check_recipe, recipe_help, recipe_training_values
 
 DISTILLATION_TYPES = ("none", "soft", "hard")
@@ -14,35 +16,28 @@ IMITATION_TERMS = ("hidden", "mixer", "relation")
 
 
 def has_accelerator() -> bool:
-    if hasattr(torch, "accelerator"):  # torch >= 2.6
-        return torch.accelerator.is_available()
-    return torch.cuda.is_available()
+    return torch.accelerator.is_available()
 
 
 def _check_range(flag: str, value, low: float, high: float | None, meaning: str) -> None:
     if value is not None and not (low <= value and (high is None or value <= high)):
         bounds = f"in [{low}, {high}]" if high is not None else f">= {low}"
-        raise ValueError(f"--{flag} {value}: must be {bounds} ({meaning}).")
+        raise UserError(f"--{flag} {value}: must be {bounds} ({meaning}).")
 
 
 def _check_rand_augment(spec: str) -> None:
-    try:
-        from ..data.rand_augment import parse_rand_augment
-    except ImportError as error:
-        raise ValueError(f"--aa {spec!r}: this installation has no RandAugment ({error}).") from None
+    from ..data.rand_augment import parse_rand_augment
+
     try:
         parse_rand_augment(spec)
     except ValueError as error:
-        raise ValueError(f"--aa {spec!r}: {error}") from None
+        raise UserError(f"--aa {spec!r}: {error}") from None
 
 
 @dataclass
-class RIFormerTrainingArguments(TrainingArguments):
-    """`TrainingArguments` plus RIFormer's distillation recipe (paper §3.3-3.4, Table 10).
-
-    A multi-process launch on a machine without an accelerator (e.g. `accelerate launch` with
-    `configs/accelerate_cpu_2proc.yaml`) trains on CPU with gloo: `use_cpu` is switched on for it.
-    """
+class RIFormerRecipeArguments:
+    """RIFormer's distillation recipe (paper §3.3-3.4, Table 10): the fields `RIFormerTrainingArguments` adds to
+    `TrainingArguments`, in a base of their own so that they come first in `riformer-train --help`."""
 
     distillation_type: str = field(
         default="none",
@@ -111,6 +106,25 @@ class RIFormerTrainingArguments(TrainingArguments):
                   "of N(0, 1) pixels, 0.02 to 1/3 of the image (recipe 0.25)."},
     )
 
+    recipe_overrides: list[str] | None = field(
+        default=None,
+        metadata={"help": argparse.SUPPRESS},  # riformer-train fills it with the flags given explicitly
+    )
+
+
+@dataclass
+class RIFormerTrainingArguments(TrainingArguments, RIFormerRecipeArguments):
+    """`TrainingArguments` plus RIFormer's distillation recipe (`RIFormerRecipeArguments`).
+
+    `recipe` sets every field of the recipe (`distillation.recipes`) except those in `recipe_overrides`; without
+    that list (the Python API), except those not at their default.
+
+    A multi-process launch on a machine without an accelerator (e.g. `accelerate launch` with
+    `configs/accelerate_cpu_2proc.yaml`) trains on CPU with gloo: `use_cpu` is switched on for it.
+    """
+
+    _argument_group_name = "RIFormer's recipe, then transformers' TrainingArguments"
+
     def __post_init__(self):
         check_recipe(self.recipe)
         if self.recipe is not None:
@@ -127,37 +141,40 @@ class RIFormerTrainingArguments(TrainingArguments):
         if self.aa is not None:
             _check_rand_augment(self.aa)
             if self.color_jitter:
-                raise ValueError(
+                raise UserError(
                     f"--color_jitter {self.color_jitter} with --aa {self.aa!r}: colour jitter is used only without "
                     "RandAugment; drop one of them (--aa none turns RandAugment off)."
                 )
         if self.distillation_type not in DISTILLATION_TYPES:
-            raise ValueError(
+            raise UserError(
                 f"distillation_type={self.distillation_type!r}; choose one of {', '.join(DISTILLATION_TYPES)}."
             )
         if not 0.0 <= self.distillation_alpha <= 1.0:
-            raise ValueError(f"distillation_alpha must lie in [0, 1]; got {self.distillation_alpha}.")
+            raise UserError(f"distillation_alpha must lie in [0, 1]; got {self.distillation_alpha}.")
         if self.distillation_temperature <= 0:
-            raise ValueError(f"distillation_temperature must be positive; got {self.distillation_temperature}.")
+            raise UserError(f"distillation_temperature must be positive; got {self.distillation_temperature}.")
         for name in ("lambda_hidden", "lambda_mixer", "lambda_relation", "feature_epochs", "relation_epochs"):
             value = getattr(self, name)
             if value is not None and value < 0:
-                raise ValueError(f"{name} must be non-negative; got {value}.")
+                raise UserError(f"{name} must be non-negative; got {value}.")
         if self.imitation_layers is not None and len(set(self.imitation_layers)) != len(self.imitation_layers):
-            raise ValueError(f"imitation_layers lists a block twice: {self.imitation_layers}.")
+            raise UserError(f"imitation_layers lists a block twice: {self.imitation_layers}.")
         if not self.use_cpu and int(os.environ.get("WORLD_SIZE", "1")) > 1 and not has_accelerator():
             self.use_cpu = True
         super().__post_init__()
 
     def _apply_recipe(self) -> None:
-        """Set the recipe's values on every field still at its default (riformer-train passes the flags it was given
-        explicitly through its parser instead, so that an explicit value equal to a default also wins)."""
+        """Set the recipe's values on every field it covers that is not kept (see the class docstring)."""
         defaults = {f.name: f.default for f in fields(self) if f.init}
-        epochs = None if self.num_train_epochs == defaults["num_train_epochs"] else self.num_train_epochs
+        if self.recipe_overrides is None:
+            kept = {name for name, default in defaults.items() if getattr(self, name) != default}
+        else:
+            kept = set(self.recipe_overrides)
+        epochs = self.num_train_epochs if "num_train_epochs" in kept else None
         processes = int(os.environ.get("WORLD_SIZE", "1"))
         batch = self.per_device_train_batch_size * self.gradient_accumulation_steps * processes
         for name, value in recipe_training_values(self.recipe, batch, epochs).items():
-            if getattr(self, name) == defaults[name]:
+            if name not in kept:
                 setattr(self, name, value)
 
     @property

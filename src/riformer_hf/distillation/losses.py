@@ -28,6 +28,11 @@ def _reduce(per_sample: torch.Tensor, reduction: str) -> torch.Tensor:
     raise ValueError(f"Unknown reduction {reduction!r}; choose one of {', '.join(REDUCTIONS)}.")
 
 
+def soft_target_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """Cross-entropy −Σ_k y_k log softmax(z)_k per image to soft (mixed, smoothed) targets, in float32."""
+    return _reduce(-(targets * F.log_softmax(logits.float(), dim=-1)).sum(dim=-1), reduction)
+
+
 def _as_float(tensor: torch.Tensor) -> torch.Tensor:
     return tensor if tensor.dtype in (torch.float32, torch.float64) else tensor.float()
 
@@ -131,4 +136,5 @@ __all__ = [
     "hard_distillation_loss",
     "relation_imitation_loss",
     "soft_distillation_loss",
+    "soft_target_cross_entropy",
 ]

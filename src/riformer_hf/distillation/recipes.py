@@ -14,6 +14,8 @@ not by itself scale them; scaling λ further, as from S12 to S24, would be a gue
 
 from dataclasses import dataclass
 
+from ..errors import UserError
+
 BASE_LEARNING_RATE = 1e-3
 BASE_BATCH_SIZE = 1024
 WARMUP_EPOCHS = 5
@@ -76,7 +78,7 @@ def recipe_help() -> str:
 
 def check_recipe(name: str | None) -> None:
     if name is not None and name not in RECIPES:
-        raise ValueError(f"--recipe {name!r} is not a recipe; choose one of {', '.join(RECIPES)}.")
+        raise UserError(f"--recipe {name!r} is not a recipe; choose one of {', '.join(RECIPES)}.")
 
 
 def recipe_training_values(name: str, batch_size: int, num_train_epochs: float | None = None) -> dict:

@@ -1,11 +1,9 @@
-"""transformers' PoolFormer as RIFormer's module-imitation teacher and initialisation.
+"""transformers' PoolFormer as RIFormer's module-imitation teacher.
 
 RIFormer imitates a PoolFormer of its own layout block by block: the student's affine token mixer learns the
-teacher's pooling mixer `pool(n) − n`, and its blocks learn the teacher's block outputs. This module holds the one
-map between the two families (config fields in `ARCHITECTURE_FIELDS`, tensor names in `poolformer_key_to_riformer`),
-checks that a PoolFormer and a RIFormer are isomorphic, builds either from the other (`from_poolformer`,
-`poolformer_config`) and reads the teacher's per-block tensors through forward hooks, leaving PoolFormer's code
-untouched.
+teacher's pooling mixer `pool(n) − n`, and its blocks learn the teacher's block outputs. This module checks that a
+PoolFormer and a RIFormer are isomorphic (on `convert.poolformer.ARCHITECTURE_FIELDS`, the one map between the two
+families) and reads the teacher's per-block tensors through forward hooks, leaving PoolFormer's code untouched.
 """
 
 from contextlib import contextmanager
@@ -15,13 +13,10 @@ import torch
 from torch import nn
 from transformers import PoolFormerConfig, PoolFormerForImageClassification, PoolFormerModel
 
-from ..models.riformer import RIFormerConfig, RIFormerForImageClassification
+from ..convert.poolformer import ARCHITECTURE_FIELDS
+from ..errors import UserError
+from ..models.riformer import RIFormerConfig
 
-# The config fields PoolFormer and RIFormer share under the same names: they fix the layout, and when they agree the
-# blocks map one to one with feature maps of the same shapes.
-ARCHITECTURE_FIELDS = (
-    "num_channels", "depths", "hidden_sizes", "mlp_ratio", "patch_sizes", "strides", "padding", "hidden_act",
-)
 # `hidden_act` may differ for imitation (the features still line up); the rest may not.
 _ISOMORPHIC_FIELDS = tuple(f for f in ARCHITECTURE_FIELDS if f != "hidden_act")
 
@@ -57,14 +52,14 @@ def is_isomorphic(poolformer, student) -> bool:
 
 
 def check_isomorphic(poolformer, student) -> None:
-    """Raise a `ValueError` listing every mismatch unless the PoolFormer and the RIFormer map block to block."""
+    """Raise a `UserError` listing every mismatch unless the PoolFormer and the RIFormer map block to block."""
     mismatches = isomorphism_mismatches(poolformer, student)
     if mismatches:
-        raise ValueError(
+        raise UserError(
             "The imitation teacher must be a transformers PoolFormer with the student's layout, but:\n  - "
             + "\n  - ".join(mismatches)
             + "\nBuild the student with the PoolFormer's architecture (e.g. "
-            "`RIFormerForImageClassification.from_poolformer(teacher)`) or pick the PoolFormer of the student's size."
+            "`riformer_hf.convert.from_poolformer(teacher)`) or pick the PoolFormer of the student's size."
         )
 
 
@@ -75,70 +70,6 @@ def default_imitation_blocks(depths) -> list[int]:
         total += depth
         ends.append(total - 1)
     return ends
-
-
-def _architecture(config) -> dict:
-    return {name: tuple(v) if isinstance(v := getattr(config, name), list) else v for name in ARCHITECTURE_FIELDS}
-
-
-def poolformer_config(config: RIFormerConfig, **overrides) -> PoolFormerConfig:
-    """The transformers PoolFormer with a RIFormer's layout (same stem, stages, MLPs, layer-scale init, labels)."""
-    fields = {k: list(v) if isinstance(v, tuple) else v for k, v in _architecture(config).items()}
-    return PoolFormerConfig(
-        **fields, layer_scale_init_value=config.layer_scale_init_value, id2label=dict(config.id2label),
-        label2id=dict(config.label2id), **overrides,
-    )
-
-
-def poolformer_key_to_riformer(key: str) -> str:
-    """Name of the RIFormer tensor that takes a transformers PoolFormer tensor (classification model keys)."""
-    parts = key.split(".")
-    if parts[:3] == ["poolformer", "encoder", "patch_embeddings"]:  # poolformer.encoder.patch_embeddings.{i}.projection.w
-        return f"riformer.encoder.stages.{parts[3]}.patch_embeddings.{parts[5]}"
-    if parts[:3] == ["poolformer", "encoder", "block"]:  # poolformer.encoder.block.{s}.{j}.<module>...
-        stage, index, rest = parts[3], parts[4], ".".join(parts[5:])
-        for old, new in (("before_norm", "norm1"), ("after_norm", "norm2"), ("output.conv1", "mlp.fc1"),
-                         ("output.conv2", "mlp.fc2")):
-            if rest.startswith(old + "."):
-                rest = new + rest[len(old):]
-        return f"riformer.encoder.stages.{stage}.blocks.{index}.{rest}"
-    return key  # norm.*, classifier.*
-
-
-def from_poolformer(poolformer_or_path, **config_overrides) -> RIFormerForImageClassification:
-    """A training-form RIFormer initialised from an isomorphic PoolFormer, as in the paper.
-
-    Copies the stem, downsampling convs, norms, MLPs, layer scales, final norm and classifier of a transformers
-    `PoolFormerForImageClassification` (an instance, or a path / Hub id to load one); the affine token mixers start
-    as identity (scale 1, shift 0). `config_overrides` may change training fields such as `drop_path_rate` but not
-    the architecture.
-    """
-    poolformer = poolformer_or_path
-    if not isinstance(poolformer, PoolFormerForImageClassification):
-        poolformer = PoolFormerForImageClassification.from_pretrained(poolformer_or_path)
-    pool_config = poolformer.config
-    if not pool_config.use_layer_scale:
-        raise ValueError("from_poolformer needs a PoolFormer with layer scales (config.use_layer_scale=True).")
-    architecture = {**_architecture(pool_config), "reparameterized": False}
-    clashes = sorted(set(architecture) & set(config_overrides))
-    if clashes:
-        raise ValueError(
-            f"from_poolformer takes the architecture from the PoolFormer; do not override {', '.join(clashes)}."
-        )
-    config = RIFormerConfig(
-        **architecture,
-        layer_scale_init_value=pool_config.layer_scale_init_value,
-        id2label=dict(pool_config.id2label),
-        label2id=dict(pool_config.label2id),
-        **config_overrides,
-    )
-    model = RIFormerForImageClassification(config).to(poolformer.dtype)
-    state = {poolformer_key_to_riformer(k): v for k, v in poolformer.state_dict().items()}
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    leftover = [k for k in missing if ".token_mixer." not in k]
-    if leftover or unexpected:
-        raise ValueError(f"PoolFormer → RIFormer mapping failed: missing {leftover}, unexpected {unexpected}.")
-    return model
 
 
 @dataclass
@@ -172,7 +103,7 @@ class PoolFormerImitationAdapter:
         blocks = default_imitation_blocks(base.config.depths) if blocks is None else list(blocks)
         bad = [b for b in blocks if not 0 <= b < len(layers)]
         if bad:
-            raise ValueError(f"Imitated blocks {bad} out of range: the PoolFormer has {len(layers)} blocks (0-based).")
+            raise UserError(f"Imitated blocks {bad} out of range: the PoolFormer has {len(layers)} blocks (0-based).")
         self.blocks = blocks
         self._layers: list[nn.Module] = [layers[b] for b in blocks]
 
@@ -208,9 +139,6 @@ __all__ = [
     "PoolFormerImitationAdapter",
     "check_isomorphic",
     "default_imitation_blocks",
-    "from_poolformer",
     "is_isomorphic",
     "isomorphism_mismatches",
-    "poolformer_config",
-    "poolformer_key_to_riformer",
 ]

@@ -7,8 +7,9 @@ The loss of a batch is
 
 (`loss_ce` alone when `distillation_type="none"`; with α = 1, the paper's label-free recipe, `loss_ce` is only
 logged). In training, each batch is first augmented on the device: random erasing (`reprob`), then mixup / cutmix
-(`riformer_hf.distillation.mixing`); the student and the teachers see the same augmented images, and `loss_ce` is the
-cross-entropy to the mixed, smoothed soft targets (`label_smoothing_factor`, also without mixing). Each term is a mean over images with the normalisation of `riformer_hf.distillation.losses`, the imitation terms summed
+(`riformer_hf.data.mixing`); the student and the teachers see the same augmented images, and `loss_ce` is the
+cross-entropy to the mixed, smoothed soft targets (`label_smoothing_factor`, also without mixing). Each term is a mean
+over images with the normalisation of `riformer_hf.distillation.losses`, the imitation terms summed
 over the imitated blocks. Every term is logged on its own: `loss_ce`, `loss_kd`, `loss_hidden`, `loss_mixer`,
 `loss_relation` in training (averaged over the images of the logging window, over all processes) and `eval_loss_ce`, …
 in evaluation.
@@ -23,15 +24,18 @@ from transformers import Trainer
 from transformers.modeling_outputs import ImageClassifierOutputWithNoAttention
 from transformers.utils import logging
 
+from ..data.mixing import BatchMixer, random_erase
+from ..errors import UserError
 from ..export.save_hook import ReparameterizedExportMixin
+from ..training.checkpoints import SafeCheckpointMixin
 from .arguments import IMITATION_TERMS, LOSS_TERMS, RIFormerTrainingArguments
 from .losses import (
     feature_imitation_loss,
     hard_distillation_loss,
     relation_imitation_loss,
     soft_distillation_loss,
+    soft_target_cross_entropy,
 )
-from .mixing import BatchMixer, random_erase, soft_target_cross_entropy
 from .teacher_inputs import TeacherInputConverter, as_spec, describe, same_preprocessing
 from .teachers import PoolFormerImitationAdapter, check_isomorphic, default_imitation_blocks, is_isomorphic
 
@@ -52,7 +56,7 @@ def check_same_label_space(student, teacher) -> None:
     student_count, student_names = _label_space(student)
     teacher_count, teacher_names = _label_space(teacher)
     if student_count != teacher_count:
-        raise ValueError(
+        raise UserError(
             f"The teacher predicts {teacher_count} classes but the student {student_count}: logit distillation needs "
             "the same label space. Fine-tune the teacher on the student's labels, or build the student with the "
             "teacher's `id2label`."
@@ -60,7 +64,7 @@ def check_same_label_space(student, teacher) -> None:
     if student_names is not None and teacher_names is not None and student_names != teacher_names:
         differing = [i for i in sorted(student_names) if student_names[i] != teacher_names.get(i)][:5]
         details = ", ".join(f"{i}: {student_names[i]!r} vs {teacher_names.get(i)!r}" for i in differing)
-        raise ValueError(
+        raise UserError(
             f"Teacher and student name their classes differently (student vs teacher: {details}). Logit "
             "distillation needs the same classes in the same order: align the `id2label` of both models."
         )
@@ -74,20 +78,20 @@ def _check_dataset(dataset, split: str, needs_labels: bool, label_names) -> None
     except TypeError:  # an iterable dataset: nothing to check up front
         return
     if size == 0:
-        raise ValueError(f"The {split} dataset is empty: pass a dataset with at least one image.")
+        raise UserError(f"The {split} dataset is empty: pass a dataset with at least one image.")
     columns = getattr(dataset, "column_names", None)
     if columns is None:
         first = dataset[0]
         columns = list(first) if isinstance(first, Mapping) else None
     if needs_labels and columns is not None and not set(columns) & {*LABEL_COLUMNS, *label_names}:
         reason = "evaluation needs labels" if split == "eval" else "the loss uses labels"
-        raise ValueError(
+        raise UserError(
             f"The {split} dataset has no label column (columns: {', '.join(map(str, columns))}), but {reason}. Add a "
             "`label` column" + ("" if split == "eval" else ", or train label-free with distillation_alpha=1.0") + "."
         )
 
 
-class RIFormerDistillationTrainer(ReparameterizedExportMixin, Trainer):
+class RIFormerDistillationTrainer(SafeCheckpointMixin, ReparameterizedExportMixin, Trainer):
     """A `Trainer` for RIFormer students with a logit teacher and a module-imitation teacher.
 
     Args:
@@ -109,7 +113,8 @@ class RIFormerDistillationTrainer(ReparameterizedExportMixin, Trainer):
     parameters of the optimizer and are never saved with the student. Misconfigurations raise before training.
 
     Saving (`ReparameterizedExportMixin`): `checkpoint-N` folders hold the training form, so training resumes from
-    them; the final `save_model()` and Hub pushes hold the re-parameterised (deploy) export.
+    them; the final `save_model()` and Hub pushes hold the re-parameterised (deploy) export. A checkpoint is whole or
+    absent (`SafeCheckpointMixin`).
     """
 
     def __init__(
@@ -130,7 +135,7 @@ class RIFormerDistillationTrainer(ReparameterizedExportMixin, Trainer):
                 "with `RIFormerTrainingArguments(**training_args.to_dict(), distillation_type=...)`."
             )
         if model is None:
-            raise ValueError("RIFormerDistillationTrainer needs the student `model`.")
+            raise UserError("RIFormerDistillationTrainer needs the student `model`.")
         imitation_teacher = self._validate(model, args, teacher_model, imitation_teacher, trainer_kwargs)
         self._teacher_converters = self._input_converters(
             teacher_model, imitation_teacher, teacher_processor, imitation_teacher_processor,
@@ -155,10 +160,10 @@ class RIFormerDistillationTrainer(ReparameterizedExportMixin, Trainer):
     def _validate(self, model, args, teacher_model, imitation_teacher, trainer_kwargs):
         """Check the configuration; returns the imitation teacher to use (None when nothing is imitated)."""
         if teacher_model is not None and teacher_model is model:
-            raise ValueError("The teacher is the student itself: pass a separate, trained teacher model.")
+            raise UserError("The teacher is the student itself: pass a separate, trained teacher model.")
         if args.distillation_type != "none":
             if teacher_model is None:
-                raise ValueError(
+                raise UserError(
                     f"distillation_type={args.distillation_type!r} needs a `teacher_model`; pass one, or set "
                     "distillation_type='none'."
                 )
@@ -172,7 +177,7 @@ class RIFormerDistillationTrainer(ReparameterizedExportMixin, Trainer):
                 imitation_teacher = teacher_model
             if imitation_teacher is None:
                 weights = ", ".join(f"lambda_{k}={v}" for k, v in args.imitation_weights.items() if v > 0)
-                raise ValueError(
+                raise UserError(
                     f"{weights} asks for module imitation but there is no imitation teacher: pass "
                     "`imitation_teacher=` a PoolFormer isomorphic to the student (a `teacher_model` that is one is "
                     "used automatically), or set the lambda_* weights to 0."
@@ -182,7 +187,7 @@ class RIFormerDistillationTrainer(ReparameterizedExportMixin, Trainer):
             blocks = args.imitation_layers or default_imitation_blocks(model.config.depths)
             bad = [b for b in blocks if not 0 <= b < num_blocks]
             if bad:
-                raise ValueError(
+                raise UserError(
                     f"imitation_layers {bad} out of range: the student has {num_blocks} blocks, numbered 0 to "
                     f"{num_blocks - 1} across stages."
                 )
@@ -216,15 +221,16 @@ class RIFormerDistillationTrainer(ReparameterizedExportMixin, Trainer):
             return {}
         student = as_spec(student_processor) if hasattr(student_processor, "image_mean") else None
         if student is None:
-            raise ValueError(
+            raise UserError(
                 "A teacher's image processor was given but not the student's: pass `processing_class=` (the "
                 "student's image processor) so that the trainer can convert the student's batches for the teacher."
             )
         if imitation_teacher is not None and imitation_processor is not None:
             spec = as_spec(imitation_processor)
             if not same_preprocessing(spec, student):
-                raise ValueError(
-                    f"The imitation teacher expects {describe(spec)} but the student is trained on {describe(student)}: "
+                raise UserError(
+                    f"The imitation teacher expects {describe(spec)} but the student is trained on "
+                    f"{describe(student)}: "
                     "module imitation compares features position by position, so both must see the same tensor. Use a "
                     "student image processor equal to the imitation teacher's (or a teacher trained like the student)."
                 )
@@ -287,7 +293,7 @@ class RIFormerDistillationTrainer(ReparameterizedExportMixin, Trainer):
         pixel_values, labels = inputs["pixel_values"], inputs.get("labels")
         terms = self._active_terms()
         if labels is None and "ce" in terms:
-            raise ValueError(
+            raise UserError(
                 "The batch has no `labels` but the loss uses them (distillation_type='none' or distillation_alpha < 1)."
             )
         imitation_terms = terms & set(IMITATION_TERMS)

@@ -6,6 +6,7 @@ card (`README.md`), optionally with the training form in `training/`. It is writ
 into place, so a failure never leaves a half-written folder behind.
 """
 
+import argparse
 import json
 import os
 import re
@@ -16,6 +17,7 @@ from pathlib import Path
 from torch import nn
 
 from ..data.preprocessing import load_image_processor, make_image_processor
+from ..errors import MissingInputError, OutputError, UserError
 from ..models.riformer import modeling_riformer
 from ..models.riformer.modeling_riformer import (
     RIFormerForImageClassification,
@@ -36,13 +38,13 @@ def load_riformer(model_dir) -> RIFormerPreTrainedModel:
     """A RIFormer folder written by `save_pretrained`, an export or a Trainer checkpoint, in the form it was saved."""
     config_file = Path(model_dir) / "config.json"
     if not config_file.is_file():
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"{model_dir} has no config.json: pass a folder written by `save_pretrained`, an export or a Trainer "
             "checkpoint."
         )
     config = json.loads(config_file.read_text())
     if config.get("model_type") != "riformer":
-        raise ValueError(
+        raise UserError(
             f"{model_dir} holds a {config.get('model_type')!r} model, not a RIFormer (config.json model_type "
             "'riformer'): pass a RIFormer folder, or convert the checkpoint first (riformer-convert)."
         )
@@ -80,7 +82,7 @@ def export_reparameterized(
         if not isinstance(model, RIFormerPreTrainedModel):
             raise TypeError(f"Expected a RIFormer model (RIFormerPreTrainedModel), got {type(model).__name__}.")
     if training_form and model.is_reparameterized:
-        raise ValueError(
+        raise UserError(
             "training_form=True needs the training form, but this model is already re-parameterised; the deploy form "
             "cannot be turned back. Export from a training checkpoint instead."
         )
@@ -129,8 +131,6 @@ def _move_into(staging: Path, target: Path) -> None:
             if stale.name not in new_names:
                 stale.unlink()
 
-
-
 def export_files(folder) -> list[str]:
     """The files of a deploy export in `folder`, as upload patterns (top level only, plus `training/`)."""
     folder = Path(folder)
@@ -139,7 +139,42 @@ def export_files(folder) -> list[str]:
         names.append(f"{TRAINING_SUBFOLDER}/*")
     return names
 
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="riformer-reparameterize",
+        description="Fold a training-form RIFormer (a Trainer checkpoint-N or save_pretrained folder) into the deploy "
+        "folder the trainer writes: weights without token mixers, config, modelling code, image processor, model "
+        "card. Nothing is pushed.",
+    )
+    parser.add_argument("--model_dir", required=True, help="training-form folder (config.json + model.safetensors)")
+    parser.add_argument("--output_dir", required=True, help="folder for the deploy export")
+    parser.add_argument("--training_form", action="store_true", help="also keep the training form in training/")
+    return parser
 
 
+def check_output_folder(path, flag: str = "--output_dir") -> None:
+    if Path(path).exists() and not Path(path).is_dir():
+        raise OutputError(f"{flag} {path} is a file; give a folder (it is created if missing).")
 
-__all__ = ["STALE_WEIGHTS", "TRAINING_SUBFOLDER", "export_files", "export_reparameterized", "load_riformer"]
+
+def main(argv: list[str] | None = None) -> Path:
+    """`riformer-reparameterize`."""
+    from transformers.utils.logging import disable_progress_bar
+
+    args = build_parser().parse_args(argv)
+    check_output_folder(args.output_dir)
+    disable_progress_bar()  # no "Loading weights" bar in the report
+    path = export_reparameterized(args.model_dir, args.output_dir, training_form=args.training_form)
+    print(f"Deploy form of {args.model_dir} → {path}")
+    return path
+
+
+__all__ = [
+    "STALE_WEIGHTS",
+    "TRAINING_SUBFOLDER",
+    "check_output_folder",
+    "export_files",
+    "export_reparameterized",
+    "load_riformer",
+    "main",
+]

@@ -1,9 +1,10 @@
 """Hub pushes of the deploy export: one commit per export, failures that name the exact retry command.
 
-`push_reparameterized(model_or_dir, repo_id)` exports and pushes; its command line is `riformer-push`
+`push_reparameterized(model_or_dir, repo_id)` exports and pushes; `main` is its command line, `riformer-push`
 (`python -m riformer_hf.cli push`).
 """
 
+import argparse
 import shlex
 import shutil
 import sys
@@ -14,6 +15,7 @@ from huggingface_hub import HfApi, constants
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 from torch import nn
 
+from ..errors import UserError
 from .deploy import STALE_WEIGHTS, export_files, export_reparameterized
 
 
@@ -105,7 +107,7 @@ def push_reparameterized(
     try:
         validate_repo_id(repo_id)
     except HFValidationError as error:
-        raise ValueError(
+        raise UserError(
             f"{repo_id!r} is not a valid Hub repo id ({error}): use `name` or `namespace/name` with letters, digits, "
             "'-', '_' and '.'."
         ) from None
@@ -138,4 +140,38 @@ def push_reparameterized(
     return commit
 
 
-__all__ = ["HubPushError", "push_failure", "push_reparameterized", "retry_command", "upload_export"]
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="riformer-push",
+        description="Push a RIFormer to the Hub in its re-parameterised (deploy) form, with a model card. A "
+        "training-form folder (a Trainer checkpoint-N, or save_pretrained output) is folded first; a deploy export "
+        "passes through. Honours HF_ENDPOINT and HF_TOKEN.",
+    )
+    parser.add_argument("--model_dir", required=True, help="folder with config.json + model.safetensors (either form)")
+    parser.add_argument("--repo_id", required=True, help="Hub repo, `name` or `namespace/name`; created if missing")
+    parser.add_argument("--revision", default=None, help="branch to push to (created if missing; default main)")
+    parser.add_argument("--commit_message", default=None)
+    parser.add_argument("--private", action="store_true", default=None, help="create the repo as private")
+    parser.add_argument("--token", default=None, help="write token (default: HF_TOKEN or the saved login)")
+    parser.add_argument("--push_training_weights", action="store_true",
+                        help="also push the training form under training/ (needs a training-form --model_dir)")
+    parser.add_argument("--save_dir", default=None, help="also keep the deploy export in this folder")
+    parser.add_argument("--dataset", action="append", dest="datasets", help="training dataset Hub id (repeatable)")
+    parser.add_argument("--base_model", action="append", help="teacher / base model Hub id (repeatable)")
+    parser.add_argument("--license", default=None)
+    return parser
+
+
+def main(argv: list[str] | None = None):
+    """`riformer-push`."""
+    args = build_parser().parse_args(argv)
+    commit = push_reparameterized(
+        args.model_dir, args.repo_id, token=args.token, private=args.private, revision=args.revision,
+        commit_message=args.commit_message, push_training_weights=args.push_training_weights,
+        save_dir=args.save_dir, datasets=args.datasets, base_model=args.base_model, license=args.license,
+    )
+    print(f"Pushed the re-parameterised model to {commit.repo_url} ({commit.oid}).")
+    return commit
+
+
+__all__ = ["HubPushError", "main", "push_failure", "push_reparameterized", "retry_command", "upload_export"]

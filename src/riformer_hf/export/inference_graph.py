@@ -4,7 +4,8 @@ convolutions, one activation and the two residual adds.
 
 Per block, `x + ls1 * norm_reparam(x)` keeps one affine (`ls1` folded into it), `norm2`'s affine moves into `fc1`
 (a 1×1 convolution of `γ n + β` is one of `n` with input columns scaled by `γ` and bias `W β + b`) and `ls2` into
-`fc2`; the final norm's affine moves into the classifier (the spatial mean commutes with a per-channel affine). Norms
+`fc2` (the layer-scale folds are the fused CPU path's, `fused_riformer.fold_layer_scales`); the final norm's affine
+moves into the classifier (the spatial mean commutes with a per-channel affine). Norms
 without an affine export as a bare InstanceNormalization, which leaves ONNX Runtime fewer elementwise passes over
 the activations, and INT8 fewer quantise / dequantise pairs. Folds are computed in float64.
 """
@@ -14,6 +15,7 @@ import copy
 import torch
 from torch import nn
 
+from ..models.riformer.fused_riformer import fold_layer_scales
 from ..models.riformer.modeling_riformer import RIFormerBlock, RIFormerForImageClassification
 
 
@@ -38,12 +40,12 @@ def _absorb_input_affine(layer: nn.Module, gamma: torch.Tensor, beta: torch.Tens
     return folded
 
 
-def _absorb_output_scale(layer: nn.Conv2d, scale: torch.Tensor) -> nn.Conv2d:
-    """A copy of the convolution `layer` whose output is `scale * layer(x)` (per output channel)."""
+def _with_weights(layer: nn.Conv2d, weight: torch.Tensor, bias: torch.Tensor) -> nn.Conv2d:
+    """A copy of the convolution `layer` holding `weight` (any shape with its number of elements) and `bias`."""
     folded = copy.deepcopy(layer)
     with torch.no_grad():
-        folded.weight.copy_(_f64(layer.weight) * _f64(scale)[:, None, None, None])
-        folded.bias.copy_(_f64(layer.bias) * _f64(scale))
+        folded.weight.copy_(weight.view_as(layer.weight))
+        folded.bias.copy_(bias)
     return folded
 
 
@@ -54,14 +56,15 @@ class FoldedRIFormerBlock(nn.Module):
         super().__init__()
         if not block.is_reparameterized:
             raise ValueError("Fold the token mixer first (reparameterize_model): this block is in training form.")
-        norm, norm2, ls1 = block.norm_reparam, block.norm2, _f64(block.layer_scale_1)
+        norm, norm2 = block.norm_reparam, block.norm2
         self.eps, self.eps2 = norm.eps, norm2.eps
         dtype = norm.weight.dtype
-        self.weight = nn.Parameter((ls1 * _f64(norm.weight)).to(dtype)[:, None, None])
-        self.bias = nn.Parameter((ls1 * _f64(norm.bias)).to(dtype)[:, None, None])
+        folded = fold_layer_scales(block, torch.float64)
+        self.weight = nn.Parameter(folded.norm_weight.detach().to(dtype)[:, None, None])
+        self.bias = nn.Parameter(folded.norm_bias.detach().to(dtype)[:, None, None])
         self.fc1 = _absorb_input_affine(block.mlp.fc1, norm2.weight, norm2.bias)
         self.act = copy.deepcopy(block.mlp.act)
-        self.fc2 = _absorb_output_scale(block.mlp.fc2, block.layer_scale_2)
+        self.fc2 = _with_weights(block.mlp.fc2, folded.fc2_weight, folded.fc2_bias)
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         hidden_states = hidden_states + _norm(hidden_states, self.eps) * self.weight + self.bias

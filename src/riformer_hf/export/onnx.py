@@ -29,7 +29,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..data.image_modes import to_rgb
 from ..data.preprocessing import load_image_processor, make_image_processor, processor_spec
+from ..errors import MissingInputError, OutputError, UserError
 from ..models.riformer.modeling_riformer import RIFormerPreTrainedModel, reparameterize_model
 from .deploy import load_riformer
 from .inference_graph import FoldedRIFormerClassifier, can_fold
@@ -38,7 +40,6 @@ ONNX_FILE = "model.onnx"
 INT8_FILE = "model_int8.onnx"
 DEFAULT_OPSET = 20
 MAX_ABS_DIFF = 1e-4
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
 
 class _LogitsGraph(nn.Module):
@@ -60,7 +61,7 @@ def export_graph(model: nn.Module, path, image_size: int = 224, opset: int = DEF
     dynamic batch, height and width: a deploy-form RIFormer classifier as its `FoldedRIFormerClassifier`, anything
     else through its own forward. Traced on a CPU float32 copy in eval mode; the caller's model is untouched."""
     if opset < 17:
-        raise ValueError(f"opset={opset}: GroupNorm needs opset ≥ 17 here; use {DEFAULT_OPSET}.")
+        raise UserError(f"opset={opset}: GroupNorm needs opset ≥ 17 here; use {DEFAULT_OPSET}.")
     source = copy.deepcopy(model).float().cpu().eval()
     graph = FoldedRIFormerClassifier(source) if can_fold(source) else _LogitsGraph(source)
     example = torch.zeros(2, source.config.num_channels, image_size, image_size)
@@ -93,12 +94,12 @@ def check_onnx_file(path) -> None:
 
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"ONNX file {path} does not exist: export the model first (riformer-export).")
+        raise MissingInputError(f"ONNX file {path} does not exist: export the model first (riformer-export).")
     try:
         onnx.checker.check_model(str(path))
-    except Exception as error:  # protobuf's DecodeError, onnx's ValidationError: both mean an unusable file
+    except Exception as error:  # noqa: BLE001 -- protobuf's DecodeError, onnx's ValidationError: an unusable file
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ValueError(
+        raise UserError(
             f"{path} is not a valid ONNX model ({first_line}): re-export it with riformer-export."
         ) from None
 
@@ -140,45 +141,31 @@ class ImageSplit:
     held_out: list
     held_out_labels: list[int] | None = None
     class_names: list[str] | None = None
+    held_out_from: str = ""
 
 
 def load_calibration_images(source, samples: int, held_out: int = 1000, seed: int = 0) -> ImageSplit:
-    """`samples` calibration images and up to `held_out` others from `"digits"` (calibration from the train split,
-    held-out = the test split) or a folder of images (class subfolders give labels; a seeded shuffle splits it)."""
+    """`samples` calibration images from `source` ("digits", an image folder or a Hub dataset; its `train` split or
+    its only one, in a seeded order) and up to `held_out` others to compare top-1 on: the source's evaluation split
+    (validation / test) when it has one, else the rest of the calibration split."""
+    from ..data.datasets import ImageSource, class_names, eval_split_name, load_image_splits
+
     if samples < 1:
-        raise ValueError(f"--calibration_samples {samples}: calibrate on at least 1 image (100–500 is typical).")
-    if str(source) == "digits":
-        from ..data.digits import digits_dataset
-
-        splits = digits_dataset()
-        test = splits["test"].select(range(min(held_out, len(splits["test"]))))
-        count = min(samples, len(splits["train"]))
-        return ImageSplit(list(splits["train"].select(range(count))["image"]), list(test["image"]),
-                          list(test["label"]), splits["train"].features["label"].names)
-    folder = Path(source)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"--calibration_data {source} is neither a folder of images nor 'digits'.")
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise ValueError(
-            f"--calibration_data {source} holds no images ({', '.join(IMAGE_SUFFIXES)}): point it at a folder of "
-            "images (class subfolders optional) or use 'digits'."
-        )
-    files = [files[i] for i in np.random.default_rng(seed).permutation(len(files))]
-    calibration, rest = files[:samples], files[samples:samples + held_out]
-    classes = sorted({p.parent.name for p in files}) if all(p.parent != folder for p in files) else None
-    labels = [classes.index(p.parent.name) for p in rest] if classes else None
-    return ImageSplit([_open_rgb(p) for p in calibration], [_open_rgb(p) for p in rest], labels, classes)
-
-
-def _open_rgb(path):
-    from PIL import Image
-
-    from ..data.image_modes import to_rgb
-
-    with Image.open(path) as image:
-        image.load()
-        return to_rgb(image).copy()
+        raise UserError(f"--calibration_samples {samples}: calibrate on at least 1 image (100–500 is typical).")
+    splits = load_image_splits(ImageSource.named(str(source), "--calibration_data"))
+    name = "train" if "train" in splits else next(iter(splits))
+    dataset = splits[name].shuffle(seed=seed)
+    count = min(samples, len(dataset))
+    evaluation = eval_split_name(splits, exclude=name)
+    if evaluation is not None:
+        rest, held_out_from = splits[evaluation], f"the {evaluation} split"
+    else:
+        rest, held_out_from = dataset.select(range(count, len(dataset))), f"the rest of the {name} split"
+    rest = rest.select(range(min(held_out, len(rest))))
+    names = class_names(rest, "label")
+    labels = list(rest["label"]) if names is not None else None
+    return ImageSplit([to_rgb(image) for image in dataset.select(range(count))["image"]],
+                      [to_rgb(image) for image in rest["image"]], labels, names, held_out_from)
 
 
 def _pixel_batches(images: Sequence, image_processor, batch_size: int) -> Iterable[np.ndarray]:
@@ -215,7 +202,7 @@ def quantize_int8(onnx_path, output_path, batches: Iterable[np.ndarray]) -> Path
         calibration = iter(batches)
         first = next(calibration, None)
         if first is None:
-            raise ValueError("The calibration set is empty: give --calibration_data images (a folder or 'digits').")
+            raise UserError("The calibration set is empty: give --calibration_data images (a folder or 'digits').")
         prepared = Path(work) / "prepared.onnx"
         quant_pre_process(str(onnx_path), str(prepared), skip_symbolic_shape=True)
         root = logging.getLogger()
@@ -290,19 +277,19 @@ def export_onnx(
     """
     output_dir = Path(output_path)
     if output_dir.suffix == ".onnx":
-        raise ValueError(f"{output_path} looks like a file: give an output folder (it gets {ONNX_FILE}).")
+        raise UserError(f"{output_path} looks like a file: give an output folder (it gets {ONNX_FILE}).")
     if output_dir.exists() and not output_dir.is_dir():
-        raise NotADirectoryError(f"Output {output_path} is a file; give a folder (it is created if missing).")
+        raise OutputError(f"Output {output_path} is a file; give a folder (it is created if missing).")
     if (output_dir / "model.safetensors").is_file():
-        raise ValueError(
+        raise UserError(
             f"{output_path} holds a PyTorch model (model.safetensors) whose config.json the export would replace: "
             "choose another output folder."
         )
     if int8 and calibration_data is None:
-        raise ValueError("--int8 needs --calibration_data: a folder of images, or 'digits'.")
+        raise UserError("--int8 needs --calibration_data: a folder of images, or 'digits'.")
     source_onnx = _onnx_source(model_or_dir)
     if source_onnx is not None and not int8:
-        raise ValueError(f"{model_or_dir} is already an ONNX export: pass --int8 to quantise it, or give a model.")
+        raise UserError(f"{model_or_dir} is already an ONNX export: pass --int8 to quantise it, or give a model.")
     if source_onnx is not None:
         check_onnx_file(source_onnx)
         model = None
@@ -343,6 +330,7 @@ def export_onnx(
                 result.int8_comparison = compare_top1(
                     fp32_path, staging / INT8_FILE, split.held_out, image_processor, labels
                 )
+                result.int8_comparison["held_out_from"] = split.held_out_from
             result.int8_path, result.calibration_images = output_dir / INT8_FILE, len(split.calibration)
         output_dir.mkdir(exist_ok=True)
         for item in staging.iterdir():
@@ -385,8 +373,8 @@ def _download(repo_id: str) -> Path:
 
     try:
         return Path(snapshot_download(repo_id, allow_patterns=["*.json", "*.safetensors", "*.py", "*.md"]))
-    except Exception as error:  # no such repo, offline, no access: all mean the source is not there
-        raise FileNotFoundError(
+    except Exception as error:  # noqa: BLE001 -- no such repo, offline, no access: all mean the source is not there
+        raise MissingInputError(
             f"{repo_id} is not a local folder and could not be fetched from the Hub ({type(error).__name__}): pass "
             "a RIFormer folder, or a Hub id that is reachable."
         ) from None
@@ -413,7 +401,8 @@ def format_export_report(result: OnnxExport) -> str:
                      f"{result.int8_path}")
         compared = result.int8_comparison
         if compared:
-            text = f"held-out {compared['images']} images: top-1 agrees with fp32 {100 * compared['agreement']:.1f} %"
+            text = (f"{compared['images']} held-out images ({compared['held_out_from']}): top-1 agrees with fp32"
+                    f" {100 * compared['agreement']:.1f} %")
             if "top1_change_points" in compared:
                 text += (f"; top-1 fp32 {100 * compared['fp32_top1']:.2f} %, INT8 {100 * compared['int8_top1']:.2f} % "
                          f"({compared['top1_change_points']:+.2f} points)")

@@ -1,67 +1,28 @@
-"""The save hook: Trainer checkpoints stay in training form, `save_model()` and Hub pushes hold the deploy export."""
+"""The save hook: Trainer checkpoints stay in training form, `save_model()` and Hub pushes hold the deploy export.
 
-import errno
+Checkpoint safety (whole or absent) is `training.checkpoints.SafeCheckpointMixin`."""
+
 import json
-import logging
-import re
 import shutil
 import tempfile
 from pathlib import Path
 
 import torch
 from huggingface_hub import HfApi
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, HubStrategy, SaveStrategy
+from transformers.trainer_utils import HubStrategy, SaveStrategy
+from transformers.utils import logging
 from transformers.utils.hub import PushInProgress
 
 from ..data.preprocessing import make_image_processor
+from ..errors import UserError
 from ..models.riformer.modeling_riformer import RIFormerPreTrainedModel
 from .deploy import export_reparameterized
 from .hub import HubPushError, push_failure, upload_checkpoint, upload_export
 from .model_card import build_model_card, eval_results_from_log_history, hub_model_id_of, recipe_from_training
 
-logger = logging.getLogger(__name__)
+logger = logging.get_logger(__name__)
 TRAINING_ARGS_FILE = "training_args.bin"
-TRAINER_STATE_FILE = "trainer_state.json"  # Trainer writes it last into a checkpoint: its presence marks a whole one
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
-_CHECKPOINT = re.compile(rf"{PREFIX_CHECKPOINT_DIR}-(\d+)")
-
-
-def checkpoint_folders(output_dir) -> list[Path]:
-    """The `checkpoint-N` folders in `output_dir`, oldest step first (complete or not)."""
-    output_dir = Path(output_dir)
-    if not output_dir.is_dir():
-        return []
-    found = [(int(m.group(1)), p) for p in output_dir.iterdir() if p.is_dir() and (m := _CHECKPOINT.fullmatch(p.name))]
-    return [path for _, path in sorted(found)]
-
-
-def is_complete_checkpoint(folder) -> bool:
-    """Whether `folder` holds a whole Trainer checkpoint: weights and a readable `trainer_state.json`."""
-    folder = Path(folder)
-    try:
-        json.loads((folder / TRAINER_STATE_FILE).read_text())
-    except (OSError, ValueError):
-        return False
-    return any((folder / name).is_file() for name in WEIGHT_FILES)
-
-
-def checkpoint_bytes(model, with_optimizer: bool = True) -> int:
-    """About what one checkpoint of `model` takes on disk: float32 weights, AdamW's two moments, 10 % + 1 MB."""
-    tensors = 3 if with_optimizer else 1
-    return int(1.1 * tensors * 4 * model.num_parameters()) + 1_000_000
-
-
-def _is_disk_full(error: BaseException, folder: Path, needed: int) -> bool:
-    while error is not None:
-        if isinstance(error, OSError) and error.errno == errno.ENOSPC:
-            return True
-        error = error.__cause__ or error.__context__
-    try:
-        return shutil.disk_usage(folder).free < needed
-    except OSError:
-        return False
-
-
+TRAINING_ARGS_FILE = "training_args.bin"
 class ReparameterizedExportMixin:
     """The save hook, for `transformers.Trainer` subclasses: `class MyTrainer(ReparameterizedExportMixin, Trainer)`.
 
@@ -107,7 +68,9 @@ class ReparameterizedExportMixin:
     def _is_checkpoint_save(self, output_dir, internal: bool) -> bool:
         """Trainer saves checkpoints through `save_model(checkpoint_dir, _internal_call=True)`; every other save
         (the user's, `push_to_hub`'s into `output_dir`) is an export."""
-        return internal and output_dir is not None and Path(output_dir).absolute() != Path(self.args.output_dir).absolute()
+        if not internal or output_dir is None:
+            return False
+        return Path(output_dir).absolute() != Path(self.args.output_dir).absolute()
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
         """Training form inside checkpoints; the deploy export (`export_reparameterized`) everywhere else."""
@@ -124,28 +87,6 @@ class ReparameterizedExportMixin:
             torch.save(self.args, output_dir / TRAINING_ARGS_FILE)
         if self.args.push_to_hub and not _internal_call:
             self.push_to_hub(commit_message="Model save", revision=self.args.hub_revision)
-
-    def _save_checkpoint(self, model, trial) -> None:
-        """Trainer's checkpoint, whole or not at all: a save that fails removes the folder it began (so `resume
-        last` finds the previous one), and a full disk is named as such."""
-        folder = Path(self._get_output_dir(trial=trial)) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
-        existed = folder.exists()
-        try:
-            super()._save_checkpoint(model, trial)
-        except BaseException as error:
-            if self.args.should_save and not existed:
-                shutil.rmtree(folder, ignore_errors=True)
-            needed = checkpoint_bytes(self.model)
-            if isinstance(error, Exception) and _is_disk_full(error, folder.parent, needed):
-                complete = [f.name for f in checkpoint_folders(folder.parent) if is_complete_checkpoint(f)]
-                previous = f"{complete[-1]} is complete" if complete else "no earlier checkpoint was saved"
-                raise OSError(
-                    errno.ENOSPC,
-                    f"Disk full while writing {folder.name} in {folder.parent} ({shutil.disk_usage(folder.parent).free:,}"
-                    f" bytes free, a checkpoint takes about {needed:,}); the partial {folder.name} was removed and "
-                    f"{previous}: free some space, then run again with --resume_from_checkpoint last",
-                ) from error
-            raise
 
     def _gathered_student(self) -> RIFormerPreTrainedModel:
         """The student with its full weights: the model itself, or a copy gathered from FSDP / DeepSpeed shards."""
@@ -164,7 +105,7 @@ class ReparameterizedExportMixin:
         if student is not None and not student.is_reparameterized and isinstance(resume_from_checkpoint, (str, Path)):
             config_file = Path(resume_from_checkpoint) / "config.json"
             if config_file.is_file() and json.loads(config_file.read_text()).get("reparameterized"):
-                raise ValueError(
+                raise UserError(
                     f"{resume_from_checkpoint} holds the re-parameterised (deploy) export, which cannot resume "
                     "training. Resume from one of the training-form `checkpoint-N` folders (or "
                     "`resume_from_checkpoint=True`)."
@@ -184,10 +125,10 @@ class ReparameterizedExportMixin:
                 private=private if private is not None else self.args.hub_private_repo,
                 exist_ok=True,
             ).repo_id
-        except Exception as error:
+        except Exception as error:  # noqa: BLE001 -- any Hub failure: training goes on, every push tries again
             logger.warning(
-                "Could not create the Hub repo %r (%s: %s). Training goes on and saves locally; pushes will try again.",
-                self._repo_name(), type(error).__name__, error,
+                f"Could not create the Hub repo {self._repo_name()!r} ({type(error).__name__}: {error}). Training goes "
+                "on and saves locally; pushes will try again."
             )
 
     def push_to_hub(
@@ -298,8 +239,8 @@ class ReparameterizedExportMixin:
             return self._upload(upload_fn, folder, **upload)
         except Exception as error:
             logger.warning(
-                "%s\nTraining goes on; the final save_model() writes the export to %s.",
-                self._push_failure(error, retry_dir, upload), self.args.output_dir,
+                f"{self._push_failure(error, retry_dir, upload)}\nTraining goes on; the final save_model() writes the "
+                f"export to {self.args.output_dir}."
             )
             raise
         finally:
@@ -335,5 +276,5 @@ class ReparameterizedExportMixin:
         }
 
 
-__all__ = ["ReparameterizedExportMixin", "checkpoint_bytes", "checkpoint_folders", "is_complete_checkpoint"]
+__all__ = ["ReparameterizedExportMixin"]
 

@@ -87,4 +87,6 @@ class GFNetConfig(PreTrainedConfig):
         return cls(**{**GFNET_PRESETS[key], **kwargs})
 
 
+GFNetConfig.register_for_auto_class()
+
 __all__ = ["GFNET_PRESETS", "GFNetConfig"]

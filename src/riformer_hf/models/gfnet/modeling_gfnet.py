@@ -294,4 +294,7 @@ class GFNetForImageClassification(GFNetPreTrainedModel):
         return output if return_dict else output.to_tuple()
 
 
+GFNetModel.register_for_auto_class("AutoModel")
+GFNetForImageClassification.register_for_auto_class("AutoModelForImageClassification")
+
 __all__ = ["GFNetForImageClassification", "GFNetModel", "GFNetPreTrainedModel"]

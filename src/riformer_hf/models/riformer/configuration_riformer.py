@@ -77,4 +77,6 @@ class RIFormerConfig(BackboneConfigMixin, PreTrainedConfig):
         return cls(**{**RIFORMER_PRESETS[key], **kwargs})
 
 
-__all__ = ["RIFormerConfig", "RIFORMER_PRESETS"]
+RIFormerConfig.register_for_auto_class()  # `auto_map` in the saved config.json
+
+__all__ = ["RIFORMER_PRESETS", "RIFormerConfig"]

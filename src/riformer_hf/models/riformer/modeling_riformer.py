@@ -21,11 +21,11 @@ from transformers.modeling_outputs import (
     ImageClassifierOutputWithNoAttention,
 )
 from transformers.modeling_utils import PreTrainedModel
-from transformers.utils import output_capturing
 from transformers.utils.generic import can_return_tuple
 from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 
 from .configuration_riformer import RIFormerConfig
+from .fused_riformer import can_fuse, fused_forward
 
 
 def fuse_mixer_into_norm(norm_weight, norm_bias, scale, shift):
@@ -126,8 +126,8 @@ class RIFormerMLP(nn.Module):
 class RIFormerBlock(GradientCheckpointingLayer):
     """One RIFormer block, in training form (`norm1` + `token_mixer`) or deploy form (`norm_reparam`).
 
-    In eval mode the deploy form may take a fused inference path (see `_can_fuse`) that gives the same output without
-    calling its submodules.
+    In eval mode the deploy form may take the fused inference path (`fused_riformer`), which gives the same output
+    without calling its submodules.
     """
 
     def __init__(self, config: RIFormerConfig, dim: int, drop_path: float):
@@ -155,34 +155,12 @@ class RIFormerBlock(GradientCheckpointingLayer):
 
     def forward(self, hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The block output and the token-mixer output `mixer(norm1(x))` (`None` from the fused path)."""
-        if self._can_fuse(hidden_states):
-            return self._fused_inference(hidden_states), None
+        if can_fuse(self, hidden_states):
+            return fused_forward(self, hidden_states), None
         mixed = self.token_mixing(hidden_states)
         hidden_states = hidden_states + self.drop_path(self.layer_scale_1[:, None, None] * mixed)
         mlp_out = self.mlp(self.norm2(hidden_states))
         return hidden_states + self.drop_path(self.layer_scale_2[:, None, None] * mlp_out), mixed
-
-    def _can_fuse(self, hidden_states: torch.Tensor) -> bool:
-        """Whether the fused path gives exactly what the plain modules would, and pays.
-
-        Only for the deploy form in eval mode, and only when nothing could tell the difference: no gradient is needed
-        (the fused path writes into buffers), no hook sits on the block, its submodules or globally, no submodule has
-        been replaced or wrapped (LoRA, quantisation, parametrisations), the token-mixer output is not being recorded
-        (`output_block_states`), and no tracing or export (TorchScript, ONNX, torch.export: they would freeze the batch
-        chunking, and the in-place buffers do not export). On CPU the batch
-        must also be large enough for the fused path to be faster (`_CPU_MIN_FUSED_BATCH`).
-        """
-        if not self.is_reparameterized or self.training or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
-            return False
-        if torch.compiler.is_exporting():
-            return False
-        if hidden_states.device.type == "cpu" and hidden_states.shape[0] < _CPU_MIN_FUSED_BATCH:
-            return False
-        if torch.is_grad_enabled() and (hidden_states.requires_grad or any(p.requires_grad for p in self.parameters())):
-            return False
-        if not self.has_own_modules():
-            return False
-        return not _records_mixer_states() and not _has_forward_hooks(self)
 
     def has_own_modules(self) -> bool:
         """Whether the deploy form's norms, MLP and its convolutions are still this file's modules (none replaced or
@@ -190,41 +168,6 @@ class RIFormerBlock(GradientCheckpointingLayer):
         mlp = self.mlp
         modules = (self.norm_reparam, self.norm2, mlp, mlp.fc1, mlp.fc2)
         return tuple(map(type, modules)) == (RIFormerGroupNorm, RIFormerGroupNorm, RIFormerMLP, nn.Conv2d, nn.Conv2d)
-
-    def _fused_inference(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        """The deploy-form block on channels-last tokens, with the layer scales folded in at run time.
-
-        Same numbers as `forward` up to float rounding. Activations stay channels-last, so the 1×1 convolutions are
-        plain matrix products over (tokens, channels); `ls1` is folded into the norm's affine and `ls2` into `fc2`,
-        whose product accumulates straight into the residual (`addmm_`); GELU runs in place. On CPU the norms run over
-        groups of samples and the MLP over groups of tokens small enough to stay in cache (see `_cpu_chunks`). The
-        folding is redone on every call (a few C×4C products) and nothing is cached, so weights may change freely
-        between calls. Returns an NCHW-shaped tensor in channels-last memory format.
-        """
-        batch, channels, height, width = hidden_states.shape
-        tokens = hidden_states.permute(0, 2, 3, 1).contiguous().view(batch, height * width, channels)
-        norm, norm2, fc1, fc2 = self.norm_reparam, self.norm2, self.mlp.fc1, self.mlp.fc2
-        norm_weight, norm_bias = self.layer_scale_1 * norm.weight, self.layer_scale_1 * norm.bias
-        fc1_weight = fc1.weight.view(fc1.out_channels, channels).t()
-        fc2_weight = (fc2.weight.view(channels, fc2.in_channels) * self.layer_scale_2[:, None]).t()
-        fc2_bias = self.layer_scale_2 * fc2.bias
-        exact_gelu = self.mlp.exact_gelu
-        output = torch.empty_like(tokens)
-        samples, rows = _cpu_chunks(tokens, fc1.out_channels)
-        hidden_buffer = tokens.new_empty(rows, fc1.out_channels)  # reused by every chunk
-        for x, out in zip(tokens.split(samples), output.split(samples)):
-            mixed = nn.functional.group_norm(_tokens_as_nchw(x, height, width), 1, norm_weight, norm_bias, norm.eps)
-            torch.add(x, mixed.permute(0, 2, 3, 1).reshape(x.shape), out=out)
-            normed = nn.functional.group_norm(
-                _tokens_as_nchw(out, height, width), 1, norm2.weight, norm2.bias, norm2.eps
-            )
-            out = out.view(-1, channels)
-            out.add_(fc2_bias)
-            for inputs, residual in zip(normed.permute(0, 2, 3, 1).reshape(-1, channels).split(rows), out.split(rows)):
-                hidden = torch.addmm(fc1.bias, inputs, fc1_weight, out=hidden_buffer[: inputs.shape[0]])
-                hidden = torch.ops.aten.gelu_(hidden) if exact_gelu else self.mlp.act(hidden)
-                residual.addmm_(hidden, fc2_weight)
-        return _tokens_as_nchw(output, height, width)
 
     @torch.no_grad()
     def reparameterize(self) -> None:
@@ -240,59 +183,6 @@ class RIFormerBlock(GradientCheckpointingLayer):
         norm.requires_grad_(self.norm1.weight.requires_grad)
         self.norm_reparam = norm
         del self.norm1, self.token_mixer
-
-
-# CPU constants of the fused path, measured on a 2-core EPYC (32 MiB L3, shared with other tenants), S12 at 224²:
-# - cache budgets, in bytes, for the tokens one pair of norms handles at once and for the MLP hidden activations of one
-#   fc1 → GELU → fc2 step (which then stay in cache between the two products): 3–6 MiB beats one chunk per 16 MiB by
-#   20 % in stage 1;
-# - the smallest batch it pays at. Whole-model forward, fused over plain (medians of interleaved pairs, 1 | 2 threads):
-#   batch 1 0.94x | 1.02x, 2 1.16x | 1.27x, 4 1.15x | 1.25x, 8 1.24x | 1.39x, 16 1.59x | 1.38x. One sample is too
-#   few tokens per matrix product for the layer-scale folding and layout changes to pay off.
-_CPU_TOKEN_BYTES = 4 * 2**20
-_CPU_HIDDEN_BYTES = 4 * 2**20
-_CPU_MIN_FUSED_BATCH = 2
-
-
-def _cpu_chunks(tokens: torch.Tensor, hidden_size: int) -> tuple[int, int]:
-    """Samples per norm step and token rows per MLP step of the fused path: everything at once off CPU or under
-    `torch.compile`, otherwise cache-sized groups split as evenly as possible (5 of 16 samples gives 4 groups of 4)."""
-    batch, num_tokens, channels = tokens.shape
-    if tokens.device.type != "cpu" or torch.compiler.is_compiling():
-        return batch, batch * num_tokens
-    samples = _even_split(batch, _CPU_TOKEN_BYTES // (num_tokens * channels * tokens.element_size()))
-    rows = _even_split(samples * num_tokens, _CPU_HIDDEN_BYTES // (hidden_size * tokens.element_size()))
-    return samples, rows
-
-
-def _even_split(total: int, most: int) -> int:
-    """The chunk size that splits `total` into the fewest chunks of at most `most` (at least 1), as evenly as can be."""
-    chunks = -(-total // max(1, most))
-    return -(-total // chunks)
-
-
-def _tokens_as_nchw(tokens: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """(batch, height·width, channels) tokens as an NCHW-shaped, channels-last view (no copy)."""
-    return tokens.view(tokens.shape[0], height, width, tokens.shape[-1]).permute(0, 3, 1, 2)
-
-
-def _has_forward_hooks(block: nn.Module) -> bool:
-    """Forward (pre-)hooks that would miss the submodule calls the fused path skips: global ones, or any on the block
-    or its submodules except transformers' output-capturing hooks, which record nothing unless a forward asks for
-    their key (see `_records_mixer_states`)."""
-    if nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks:
-        return True
-    for module in block.modules():
-        for hook in (*module._forward_pre_hooks.values(), *module._forward_hooks.values()):
-            if getattr(hook, "__module__", None) != output_capturing.__name__:
-                return True
-    return False
-
-
-def _records_mixer_states() -> bool:
-    """Whether the running forward records `mixer_states`: the token-mixer outputs exist only on the plain path."""
-    collected = output_capturing._active_collector.get()
-    return bool(collected) and "mixer_states" in collected
 
 
 class RIFormerStage(nn.Module):
@@ -437,7 +327,7 @@ class RIFormerEncoder(RIFormerPreTrainedModel):
     def forward(self, pixel_values: torch.Tensor, **kwargs) -> RIFormerModelOutput:
         hidden_states = pixel_values
         first_block = self.stages[0].blocks[0] if self.stages[0].blocks else None
-        if first_block is not None and first_block._can_fuse(pixel_values):
+        if first_block is not None and can_fuse(first_block, pixel_values):
             # The fused blocks work on channels-last tokens: starting there makes every convolution channels-last
             # too (the stem is 1.6x faster on CPU) and spares the first block a transpose.
             hidden_states = hidden_states.contiguous(memory_format=torch.channels_last)
@@ -530,7 +420,10 @@ class RIFormerBackbone(BackboneMixin, RIFormerPreTrainedModel):
         self.encoder = RIFormerEncoder(config)
         self.num_features = [config.hidden_sizes[0]] + list(config.hidden_sizes)
         self.hidden_states_norms = nn.ModuleDict(
-            {stage: RIFormerGroupNorm(channels, eps=config.norm_eps) for stage, channels in zip(self.out_features, self.channels)}
+            {
+                stage: RIFormerGroupNorm(channels, eps=config.norm_eps)
+                for stage, channels in zip(self.out_features, self.channels)
+            }
         )
         self.post_init()
 
@@ -565,6 +458,11 @@ def reparameterize_model(model: nn.Module) -> nn.Module:
             module.config.reparameterized = True
     return model
 
+
+# `save_pretrained` writes `auto_map` and copies this file (with its relative imports) for `trust_remote_code`.
+RIFormerModel.register_for_auto_class("AutoModel")
+RIFormerForImageClassification.register_for_auto_class("AutoModelForImageClassification")
+RIFormerBackbone.register_for_auto_class("AutoBackbone")
 
 __all__ = [
     "RIFormerBackbone",

@@ -6,23 +6,24 @@ decoded from bytes by the `datasets` Image feature as training decodes them. The
 round times each once over all images — in one process with one torch thread; the figures are medians over rounds.
 A data loader with `W` workers feeding a GPU step of `R` img/s needs `R / W` img/s per worker (per core).
 
-    python -m riformer_hf.benchmark_data                       # 64 images, 5 rounds, 224²
-    python -m riformer_hf.benchmark_data --images 128 --rounds 7 --gpu_rate 10000 --workers 8
+    python -m riformer_hf.benchmarks.data_pipeline                       # 64 images, 5 rounds, 224²
+    python -m riformer_hf.benchmarks.data_pipeline --images 128 --rounds 7 --gpu_rate 10000 --workers 8
 """
 
 import argparse
 import io
 import json
 import statistics
-import time
 
 import numpy as np
 import torch
 from datasets import Image
 from PIL import Image as PILImage
 
-from .data.rand_augment import RandAugment, fill_from_mean
-from .data.transforms import TrainTransform
+from ..data.image_modes import to_rgb
+from ..data.rand_augment import RandAugment, fill_from_mean
+from ..data.transforms import TrainTransform
+from ..timing import time_interleaved, torch_threads
 
 RECIPE_POLICY = "rand-m9-mstd0.5-inc1"
 
@@ -47,32 +48,21 @@ def pipelines(image_size: int = 224, policy: str = RECIPE_POLICY) -> dict:
     return {"decode": lambda image: image, "crop_flip": plain, "crop_flip_randaugment": augmented}
 
 
-def images_per_second(jpegs: list[bytes], transform) -> float:
-    feature = Image()
-    start = time.perf_counter()
-    for data in jpegs:
-        transform(feature.decode_example({"bytes": data, "path": None}).convert("RGB"))
-    return len(jpegs) / (time.perf_counter() - start)
-
-
 def measure(images: int = 64, rounds: int = 5, image_size: int = 224, policy: str = RECIPE_POLICY,
             seed: int = 0) -> dict[str, float]:
-    """Median images/s on one core of each variant of `pipelines`, timed interleaved over `rounds`."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    """Median images/s on one core of each variant of `pipelines`, timed interleaved over `rounds` (one warm-up)."""
+    decoder = Image()
+
+    def run(transform, jpegs):
+        for data in jpegs:
+            transform(to_rgb(decoder.decode_example({"bytes": data, "path": None})))
+
+    with torch_threads(1):
         torch.manual_seed(seed)
         jpegs, variants = make_jpegs(images, seed=seed), pipelines(image_size, policy)
-        images_per_second(jpegs[:4], variants["crop_flip_randaugment"])  # warm-up
-        rates = {name: [] for name in variants}
-        for round_index in range(rounds):
-            names = list(variants)
-            names = names[round_index % len(names):] + names[:round_index % len(names)]  # rotate the order
-            for name in names:
-                rates[name].append(images_per_second(jpegs, variants[name]))
-    finally:
-        torch.set_num_threads(threads)
-    return {name: statistics.median(values) for name, values in rates.items()}
+        workloads = {name: (lambda t=transform: run(t, jpegs)) for name, transform in variants.items()}
+        seconds = time_interleaved(workloads, warmup=1, repeats=rounds)
+    return {name: images / statistics.median(values) for name, values in seconds.items()}
 
 
 def format_report(rates: dict[str, float], gpu_rate: float, workers: int) -> str:
@@ -89,7 +79,8 @@ def format_report(rates: dict[str, float], gpu_rate: float, workers: int) -> str
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(prog="python -m riformer_hf.benchmark_data", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m riformer_hf.benchmarks.data_pipeline",
+                                     description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, default=64, help="Generated 500×375 JPEGs per round.")
     parser.add_argument("--rounds", type=int, default=5, help="Interleaved rounds (median reported).")
     parser.add_argument("--image_size", type=int, default=224, help="Training resolution.")

@@ -1,4 +1,5 @@
-"""Per-batch augmentation on the device: mixup / cutmix with soft, smoothed targets, and random erasing.
+"""Per-batch augmentation on the device: mixup / cutmix with soft, smoothed targets (their loss is
+`distillation.losses.soft_target_cross_entropy`), and random erasing.
 
 Semantics of the RIFormer (PoolFormer, timm) recipe:
 
@@ -19,7 +20,6 @@ import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 
 def smooth_one_hot(labels: torch.Tensor, num_classes: int, smoothing: float = 0.0) -> torch.Tensor:
@@ -27,14 +27,6 @@ def smooth_one_hot(labels: torch.Tensor, num_classes: int, smoothing: float = 0.
     off = smoothing / num_classes
     targets = torch.full((labels.shape[0], num_classes), off, device=labels.device)
     return targets.scatter_(1, labels.long().view(-1, 1), 1.0 - smoothing + off)
-
-
-def soft_target_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
-    """Cross-entropy −Σ_k y_k log softmax(z)_k per image, in float32; `reduction` "mean", "sum" or "none"."""
-    per_image = -(targets * F.log_softmax(logits.float(), dim=-1)).sum(dim=-1)
-    if reduction == "none":
-        return per_image
-    return per_image.sum() if reduction == "sum" else per_image.mean()
 
 
 def _uniform(low: float, high: float, generator) -> float:
@@ -176,5 +168,4 @@ __all__ = [
     "erase_box",
     "random_erase",
     "smooth_one_hot",
-    "soft_target_cross_entropy",
 ]

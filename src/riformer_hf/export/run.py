@@ -1,0 +1,38 @@
+"""`riformer-export`: a RIFormer (training form folded first) as an ONNX graph with config.json and
+preprocessor_config.json beside model.onnx, checked in ONNX Runtime against PyTorch; optionally also a static INT8
+model (QDQ, per-channel) calibrated through the model's image processor."""
+
+import argparse
+
+from .onnx import DEFAULT_OPSET, OnnxExport, export_onnx, format_export_report
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="riformer-export", description=__doc__)
+    parser.add_argument("--model_name_or_path", required=True,
+                        help="RIFormer folder or Hub id; or an ONNX export (model.onnx or its folder) for --int8 only")
+    parser.add_argument("--output_dir", required=True, help="folder for model.onnx, config and image processor")
+    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET)
+    parser.add_argument("--int8", action="store_true", help="also write model_int8.onnx")
+    parser.add_argument("--calibration_data", default=None,
+                        help="'digits', an image folder (class subfolders optional) or a Hub dataset")
+    parser.add_argument("--calibration_samples", type=int, default=200, help="images to calibrate on")
+    parser.add_argument("--no_validate", action="store_true", help="skip the ONNX Runtime vs PyTorch check")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> OnnxExport:
+    """`riformer-export`."""
+    from transformers.utils.logging import disable_progress_bar
+
+    args = build_parser().parse_args(argv)
+    disable_progress_bar()  # no "Loading weights" bar in the report
+    result = export_onnx(
+        args.model_name_or_path, args.output_dir, opset=args.opset, validate=not args.no_validate, int8=args.int8,
+        calibration_data=args.calibration_data, calibration_samples=args.calibration_samples,
+    )
+    print(format_export_report(result))
+    return result
+
+
+__all__ = ["build_parser", "main"]

@@ -1,0 +1,94 @@
+"""Trainer checkpoints that are whole or absent: which `checkpoint-N` folders can resume a run, what one takes on
+disk, and `SafeCheckpointMixin`, which removes a half-written checkpoint and names a full disk."""
+
+import errno
+import json
+import shutil
+from pathlib import Path
+
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, sort_checkpoints
+from transformers.utils import logging
+
+from ..errors import OutputError
+
+logger = logging.get_logger(__name__)
+
+TRAINER_STATE_FILE = "trainer_state.json"  # Trainer writes it last into a checkpoint: its presence marks a whole one
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+
+
+def checkpoint_folders(output_dir) -> list[Path]:
+    """The `checkpoint-N` folders in `output_dir`, oldest step first (complete or not)."""
+    if not Path(output_dir).is_dir():
+        return []
+    return [Path(folder) for folder in sort_checkpoints(str(output_dir))]
+
+
+def is_complete_checkpoint(folder) -> bool:
+    """Whether `folder` holds a whole Trainer checkpoint: weights and a readable `trainer_state.json`."""
+    folder = Path(folder)
+    try:
+        json.loads((folder / TRAINER_STATE_FILE).read_text())
+    except (OSError, ValueError):
+        return False
+    return any((folder / name).is_file() for name in WEIGHT_FILES)
+
+
+def last_complete_checkpoint(output_dir) -> Path | None:
+    """The newest complete checkpoint of `output_dir`; each newer incomplete one is logged as skipped."""
+    for folder in reversed(checkpoint_folders(output_dir)):
+        if is_complete_checkpoint(folder):
+            return folder
+        logger.warning(f"Skipping {folder.name}: incomplete (an interrupted save); resuming from an earlier one.")
+    return None
+
+
+def checkpoint_bytes(model, with_optimizer: bool = True) -> int:
+    """About what one checkpoint of `model` takes on disk: float32 weights, AdamW's two moments, 10 % + 1 MB."""
+    tensors = 3 if with_optimizer else 1
+    return int(1.1 * tensors * 4 * model.num_parameters()) + 1_000_000
+
+
+def _is_disk_full(error: BaseException, folder: Path, needed: int) -> bool:
+    while error is not None:
+        if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+            return True
+        error = error.__cause__ or error.__context__
+    try:
+        return shutil.disk_usage(folder).free < needed
+    except OSError:
+        return False
+
+
+class SafeCheckpointMixin:
+    """For `transformers.Trainer` subclasses: a checkpoint is whole or not at all. A save that fails removes the
+    folder it began (so `--resume_from_checkpoint last` finds the previous one), and a full disk is named as such."""
+
+    def _save_checkpoint(self, model, trial) -> None:
+        folder = Path(self._get_output_dir(trial=trial)) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        existed = folder.exists()
+        try:
+            super()._save_checkpoint(model, trial)
+        except BaseException as error:
+            if self.args.should_save and not existed:
+                shutil.rmtree(folder, ignore_errors=True)
+            needed = checkpoint_bytes(self.model)
+            if isinstance(error, Exception) and _is_disk_full(error, folder.parent, needed):
+                complete = [f.name for f in checkpoint_folders(folder.parent) if is_complete_checkpoint(f)]
+                previous = f"{complete[-1]} is complete" if complete else "no earlier checkpoint was saved"
+                free = shutil.disk_usage(folder.parent).free
+                raise OutputError(
+                    f"Disk full while writing {folder.name} in {folder.parent} ({free:,}"
+                    f" bytes free, a checkpoint takes about {needed:,}); the partial {folder.name} was removed and "
+                    f"{previous}: free some space, then run again with --resume_from_checkpoint last"
+                ) from error
+            raise
+
+
+__all__ = [
+    "SafeCheckpointMixin",
+    "checkpoint_bytes",
+    "checkpoint_folders",
+    "is_complete_checkpoint",
+    "last_complete_checkpoint",
+]

@@ -1,0 +1,221 @@
+"""The checks `riformer-train` makes before it reads any data: value ranges, what to do, the models named (type and
+form), the Hub repo id, the output folder, free disk and the checkpoint to resume from. Each raises a `UserError`
+naming the flag, the value and the fix; none changes the arguments."""
+
+import shutil
+import tempfile
+from pathlib import Path
+
+from huggingface_hub.errors import StrictDataclassError
+from huggingface_hub.utils import HFValidationError, validate_repo_id
+from transformers import AutoConfig
+
+from ..errors import MissingInputError, OutputError, UserError
+from .checkpoints import checkpoint_bytes, checkpoint_folders, is_complete_checkpoint, last_complete_checkpoint
+
+RESUME_LAST = ("last", "latest", "true", "True")
+
+
+def _check(ok: bool, flag: str, value, rule: str, fix: str = "") -> None:
+    if not ok:
+        raise UserError(f"--{flag} {value}: {rule}{'; ' + fix if fix else ''}.")
+
+
+def check_values(data_args, model_args, training_args, run_args) -> None:
+    """Ranges and combinations of the values."""
+    if data_args.streaming and training_args.max_steps <= 0:
+        raise UserError("--streaming trains on a stream of unknown length: set the schedule with --max_steps N.")
+    _check(data_args.hflip is None or 0.0 <= data_args.hflip <= 1.0, "hflip", data_args.hflip,
+           "a probability must lie in [0, 1]")
+    _check(0.0 < data_args.min_crop_area <= 1.0, "min_crop_area", data_args.min_crop_area,
+           "an area fraction must lie in (0, 1]", "1 = no random crop")
+    _check(0.0 < data_args.eval_fraction < 1.0, "eval_fraction", data_args.eval_fraction, "must lie in (0, 1)")
+    for flag, value in (("image_size", model_args.image_size), ("max_train_samples", data_args.max_train_samples),
+                        ("max_eval_samples", data_args.max_eval_samples), ("threads", run_args.threads)):
+        _check(value is None or value > 0, flag, value, "must be positive")
+    for flag in ("depths", "hidden_sizes"):
+        value = getattr(model_args, flag)
+        _check(value is None or all(v > 0 for v in value), flag, value, "every entry must be positive")
+    _check(model_args.crop_pct is None or 0.0 < model_args.crop_pct <= 1.0, "crop_pct", model_args.crop_pct,
+           "a crop fraction must lie in (0, 1]")
+    _check(model_args.drop_path_rate is None or 0.0 <= model_args.drop_path_rate < 1.0, "drop_path_rate",
+           model_args.drop_path_rate, "a drop probability must lie in [0, 1)")
+    if training_args.do_train:
+        _check(training_args.max_steps != 0, "max_steps", 0, "trains nothing",
+               "give a positive count (-1 = use --num_train_epochs), or --do_eval alone to evaluate only")
+        _check(training_args.max_steps > 0 or training_args.num_train_epochs > 0, "num_train_epochs",
+               training_args.num_train_epochs, "trains nothing", "give a positive count, or --do_eval alone to "
+               "evaluate only")
+    elif not training_args.do_eval:
+        raise UserError("--do_train false and --do_eval false: nothing to do; give --do_train and/or --do_eval.")
+    elif model_args.model_name_or_path is None:
+        raise UserError("--do_eval without --do_train evaluates --model_name_or_path: give the model to evaluate.")
+
+
+def check_models(model_args, training: bool) -> None:
+    """The teachers exist (or look like Hub ids); the student's config is a RIFormer, in training form if trained."""
+    for flag in ("teacher_model", "imitation_teacher"):
+        check_source(flag, getattr(model_args, flag))
+    for flag in ("config_name", "model_name_or_path"):
+        value = getattr(model_args, flag)
+        if value is not None:
+            _check_student_config(flag, value, training)
+
+
+def check_source(flag: str, value: str | None) -> None:
+    """`value` names an existing file or folder, or has the form of a Hub repo id."""
+    if value is None or Path(value).exists():
+        return
+    try:
+        validate_repo_id(value)
+    except HFValidationError:
+        raise MissingInputError(
+            f"--{flag} {value}: no such file or folder, and not a Hub repo id: give a folder with config.json (check "
+            "the path) or a Hub id such as `namespace/name`."
+        ) from None
+
+
+def load_config(flag: str, value: str, **overrides):
+    """The config of a model folder, config file or Hub id named by `--flag`, as a user error when it cannot be read
+    or its class refuses it."""
+    try:
+        return AutoConfig.from_pretrained(value, **overrides)
+    except StrictDataclassError as error:
+        reason = " ".join(str(error).split())
+        raise UserError(f"--{flag} {value}: its config is invalid ({reason}): correct config.json.") from None
+    except (OSError, ValueError) as error:
+        reason = " ".join(str(error).split())
+        raise UserError(f"--{flag} {value}: cannot read its config ({reason}).") from None
+
+
+def _check_student_config(flag: str, value: str, training: bool) -> None:
+    """A RIFormer config, in training form when it is trained."""
+    check_source(flag, value)
+    config = load_config(flag, value)
+    if config.model_type == "poolformer":
+        raise UserError(
+            f"--{flag} {value} is a PoolFormer, not a RIFormer: to start a RIFormer student from it pass "
+            f"`--imitation_teacher {value} --init_from_teacher` (or convert it with `riformer-convert poolformer`)."
+        )
+    if config.model_type != "riformer":
+        raise UserError(
+            f"--{flag} {value} is a {config.model_type!r} model; riformer-train trains RIFormer students: give a "
+            "RIFormer (model_type 'riformer'), or use it as --teacher_model."
+        )
+    if training and getattr(config, "reparameterized", False):
+        raise UserError(
+            f"--{flag} {value} is a re-parameterised (deploy) RIFormer, which has no token mixer to train or imitate: "
+            "start from the training form (a `checkpoint-N` folder or the export's `training/`), or evaluate it with "
+            "--do_eval alone."
+        )
+
+
+def check_hub_repo(training_args) -> None:
+    if not (training_args.push_to_hub or training_args.hub_model_id):
+        return
+    repo_id = training_args.hub_model_id or Path(training_args.output_dir).absolute().name
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as error:
+        raise UserError(
+            f"--hub_model_id {repo_id!r} is not a valid Hub repo id ({error}): use `name` or `namespace/name` with "
+            "letters, digits, '-', '_' and '.'."
+        ) from None
+
+
+def earlier_run(output_dir: Path) -> list[str]:
+    """What in `output_dir` a new run would replace: an export and `checkpoint-N` folders."""
+    if not output_dir.is_dir():
+        return []
+    names = ("config.json", "model.safetensors", "trainer_state.json")
+    found = [name for name in names if (output_dir / name).exists()]
+    return found + [folder.name for folder in checkpoint_folders(output_dir)]
+
+
+def check_output_dir(training_args, run_args) -> None:
+    """Refuse an `--output_dir` holding an earlier run unless resuming or `--overwrite_output_dir`; check that the
+    folder can be written (by a probe that leaves a missing folder missing: a run refused later writes nothing; the
+    local main process probes, once per machine)."""
+    output_dir = Path(training_args.output_dir)
+    if output_dir.exists() and not output_dir.is_dir():
+        raise OutputError(f"--output_dir {output_dir} is a file: give a folder (it is created if missing).")
+    found = earlier_run(output_dir)
+    if found and not run_args.overwrite_output_dir and training_args.resume_from_checkpoint is None:
+        shown = ", ".join(found[:6]) + (f" and {len(found) - 6} more" if len(found) > 6 else "")
+        raise UserError(
+            f"--output_dir {output_dir} holds an earlier run ({shown}). Continue it with --resume_from_checkpoint "
+            "last, start afresh there with --overwrite_output_dir, or give another --output_dir."
+        )
+    if training_args.local_process_index != 0:
+        return  # one probe per machine: the ranks' probes would race on the folders each creates and removes
+    missing = [p for p in (output_dir, *output_dir.parents) if not p.exists()]
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=output_dir):
+            pass
+        for folder in missing:  # deepest first
+            folder.rmdir()
+    except OSError as error:
+        raise OutputError(
+            f"--output_dir {output_dir} is not writable ({type(error).__name__}: {error.strerror or error}): give a "
+            "folder you can write to."
+        ) from None
+
+
+def check_free_disk(model, training_args) -> None:
+    """The disk under `output_dir` holds at least one checkpoint of `model` (weights, AdamW states, a margin)."""
+    needed = checkpoint_bytes(model, with_optimizer=training_args.save_strategy != "no")
+    output_dir = Path(training_args.output_dir).absolute()
+    existing = next(p for p in (output_dir, *output_dir.parents) if p.exists())
+    free = shutil.disk_usage(existing).free
+    if free < needed:
+        raise OutputError(
+            f"Not enough free disk for one checkpoint in --output_dir {training_args.output_dir}: "
+            f"{_size(free)} free, a checkpoint of this {model.num_parameters():,}-parameter model takes about "
+            f"{_size(needed)} (weights + AdamW states): free some space or give another --output_dir."
+        )
+
+
+def _size(n: float) -> str:
+    for unit in ("bytes", "KB", "MB"):
+        if n < 1000:
+            return f"{n:,.0f} {unit}" if unit == "bytes" else f"{n:,.1f} {unit}"
+        n /= 1000
+    return f"{n:,.1f} GB"
+
+
+def resolve_resume(training_args) -> str | None:
+    """`--resume_from_checkpoint`: `last` = the newest complete `checkpoint-N` of `output_dir` (one log line for each
+    incomplete one skipped); a path must be a complete checkpoint."""
+    resume = training_args.resume_from_checkpoint
+    if resume is None:
+        return None
+    if resume not in RESUME_LAST:
+        if not is_complete_checkpoint(resume):
+            raise MissingInputError(
+                f"--resume_from_checkpoint {resume} is not a complete checkpoint (it needs trainer_state.json and the "
+                "weights): give a `checkpoint-N` folder, or `last`."
+            )
+        return resume
+    last = last_complete_checkpoint(training_args.output_dir)
+    if last is None:
+        folders = checkpoint_folders(training_args.output_dir)
+        raise MissingInputError(
+            f"--resume_from_checkpoint last: no complete checkpoint-N folder in {training_args.output_dir}"
+            f"{f' ({len(folders)} incomplete)' if folders else ''}: drop the flag to start afresh."
+        )
+    return str(last)
+
+
+__all__ = [
+    "RESUME_LAST",
+    "check_free_disk",
+    "check_hub_repo",
+    "check_models",
+    "check_output_dir",
+    "check_source",
+    "check_values",
+    "earlier_run",
+    "load_config",
+    "resolve_resume",
+]
