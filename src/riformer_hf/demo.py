@@ -127,7 +127,7 @@ def run_demo(seed: int = 0, teacher_epochs: int = 30, student_epochs: int = 16, 
         return RIFormerForImageClassification(config)
 
     soft = {"distillation_type": "soft", "distillation_alpha": 1.0}
-    windows = {"feature_epochs": student_epochs * FEATURE_SHARE, "relation_epochs": student_epochs * RELATION_SHARE}
+    windows = {"feature_fraction": FEATURE_SHARE, "relation_fraction": RELATION_SHARE}
     variants = [
         ("labels only", new_student, {}),
         ("soft KD", new_student, soft),

@@ -20,7 +20,7 @@ from transformers.utils import logging
 from ..errors import UserError
 from .image_modes import to_rgb
 from .preprocessing import IMAGENET_MEAN, IMAGENET_STD, processor_spec
-from .rand_augment import RandAugment
+from .rand_augment import INTERPOLATIONS, RandAugment, choose_resample
 
 logger = logging.get_logger(__name__)
 
@@ -42,11 +42,12 @@ def _normalisation(mean: tuple[float, ...], std: tuple[float, ...]) -> tuple[tor
 
 @dataclass
 class TrainTransform:
-    """Training augmentation: random-resized crop (area fraction in `scale`, aspect ratio in `ratio`), bicubic resize
-    to `image_size`², horizontal flip with probability `hflip`, then `rand_augment` or, without it, colour jitter of
-    strength `color_jitter` (brightness, contrast and saturation factors uniform in [max(0, 1 − s), 1 + s], in random
-    order), normalisation. Draws from torch's global RNG (seeded by Trainer); with `scale=(1, 1)`, `hflip=0` and no
-    RandAugment or jitter it draws nothing and resizes the whole image."""
+    """Training augmentation: random-resized crop (area fraction in `scale`, aspect ratio in `ratio`) resized to
+    `image_size`² with `interpolation` (timm's names: "random" draws bilinear or bicubic per image, the paper's; or
+    "bicubic", "bilinear"), horizontal flip with probability `hflip`, then `rand_augment` or, without it, colour jitter
+    of strength `color_jitter` (brightness, contrast and saturation factors uniform in [max(0, 1 − s), 1 + s], in
+    random order), normalisation. Draws from torch's global RNG (seeded by Trainer); with `scale=(1, 1)`, `hflip=0`, a
+    fixed interpolation and no RandAugment or jitter it draws nothing and resizes the whole image."""
 
     image_size: int = 224
     scale: tuple[float, float] = (0.08, 1.0)
@@ -56,8 +57,11 @@ class TrainTransform:
     std: tuple[float, ...] = IMAGENET_STD
     rand_augment: RandAugment | None = None
     color_jitter: float | None = None
+    interpolation: str = "random"
 
     def __post_init__(self):
+        if self.interpolation not in INTERPOLATIONS:
+            raise UserError(f"interpolation {self.interpolation!r}: choose one of {', '.join(INTERPOLATIONS)}.")
         if self.color_jitter is not None and not self.color_jitter >= 0:
             raise UserError(f"color_jitter must be a strength ≥ 0 (0.4 is usual); got {self.color_jitter!r}.")
 
@@ -93,7 +97,7 @@ class TrainTransform:
     def __call__(self, image: PILImage.Image) -> torch.Tensor:
         image = to_rgb(image)
         box = None if self.scale[0] >= 1.0 else self.crop_box(*image.size)  # scale (1, 1): the whole image
-        image = image.resize((self.image_size, self.image_size), PILImage.BICUBIC, box=box)
+        image = image.resize((self.image_size, self.image_size), choose_resample(self.interpolation), box=box)
         if self.hflip > 0 and torch.rand(1).item() < self.hflip:
             image = image.transpose(PILImage.FLIP_LEFT_RIGHT)
         if self.rand_augment is not None:

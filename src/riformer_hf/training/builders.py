@@ -141,14 +141,16 @@ def teacher_preprocessing(name_or_path: str, model_args):
 
 
 def build_train_transform(processor, data_args, training_args, hflip: float) -> TrainTransform:
-    """Crop, flip, then RandAugment (`--aa`, filling with the mean pixel) or colour jitter (`--color_jitter`)."""
+    """Crop, flip, then RandAugment (`--aa`, filling with the mean pixel) or colour jitter (`--color_jitter`); the
+    crop and RandAugment's geometric operations resample with `--train_interpolation`."""
     spec = processor_spec(processor)
+    interpolation = training_args.train_interpolation
     rand_augment = None
     if training_args.aa is not None:
-        rand_augment = RandAugment.from_string(training_args.aa, fill=fill_from_mean(spec.mean))
+        rand_augment = RandAugment.from_string(training_args.aa, fill_from_mean(spec.mean), interpolation)
     return TrainTransform.from_image_processor(
         processor, scale=(data_args.min_crop_area, 1.0), hflip=hflip, rand_augment=rand_augment,
-        color_jitter=training_args.color_jitter,
+        color_jitter=training_args.color_jitter, interpolation=interpolation,
     )
 
 
