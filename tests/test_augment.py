@@ -139,10 +139,12 @@ def test_uniform_magnitudes_and_mmax():
     raw = np.array([op.raw_magnitude for _ in range(3000) for op in uniform.draw()])
     assert raw.min() >= 0 and raw.max() <= 9
     assert abs(raw.mean() - 4.5) < SIGMAS * (9 / math.sqrt(12)) / math.sqrt(raw.size)
-    high = RandAugment.from_string("rand-m15-mstd1-mmax12-p1")
+    high = RandAugment.from_string("rand-m11.5-mstd1-mmax12-p1")
     torch.manual_seed(3)
     magnitudes = [op.magnitude for _ in range(200) for op in high.draw()]
-    assert max(magnitudes) == 12.0 and min(magnitudes) > 10
+    assert max(magnitudes) == 12.0 and sum(m > 10 for m in magnitudes) > 200  # mmax moves the clip beyond 10
+    with pytest.raises(ValueError, match=r"magnitude \(m\) must be at most mmax 12 .*got 15.0"):
+        RandAugment.from_string("rand-m15-mstd1-mmax12-p1")  # would act as m12: refused, not clipped silently
 
 
 def test_signs_and_resampling_are_fair_coins(recipe_draws):

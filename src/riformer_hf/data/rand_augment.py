@@ -160,6 +160,9 @@ class RandAugmentConfig:
             ("magnitude_std", "mstd", self.magnitude_std >= 0, "a number ≥ 0"),
             ("magnitude_max", "mmax", self.magnitude_max > 0, "a number > 0"),
             ("prob", "p", 0 <= self.prob <= 1, "a probability in [0, 1]"),
+            ("magnitude", "m", self.magnitude <= self.magnitude_max,
+             (f"at most mmax {self.magnitude_max:g} (magnitudes are clipped to [0, mmax], so it would act as "
+              f"m{self.magnitude_max:g}); lower m, or raise mmax")),
         )
         for field, key, ok, expected in checks:
             if not ok:

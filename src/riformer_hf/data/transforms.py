@@ -141,9 +141,9 @@ def _where(value, index: int, split: str) -> str:
     return f"at index {index} of the {split} set" + (f" ({size} bytes, no file name)" if size is not None else "")
 
 
-class _ImageDecoder:
+class ImageDecoder:
     """Decodes one stored image (path / bytes / PIL image) as the dataset's `Image` feature would, naming the file or
-    index when it cannot; with `skip_bad_images`, logs each bad image once (per process) instead."""
+    index when it cannot; with `skip_bad_images`, logs each bad image once (per process) and returns None instead."""
 
     def __init__(self, feature, split: str, skip_bad_images: bool):
         self.feature = Image(mode=getattr(feature, "mode", None))
@@ -167,7 +167,7 @@ class _ImageDecoder:
             return None
 
 
-def _undecoded(dataset, image_column: str):
+def undecoded(dataset, image_column: str):
     """`dataset` with its image column left undecoded (so that bad files can be named), and that column's feature."""
     features = getattr(dataset, "features", None) or {}
     feature = features.get(image_column)
@@ -190,10 +190,10 @@ class TransformedImages(TorchDataset):
     def __init__(self, dataset, transform, image_column: str = "image", label_column: str = "label",
                  skip_bad_images: bool = False, split: str = "training"):
         _check_image_column(dataset.column_names, image_column)
-        self.dataset, feature = _undecoded(dataset, image_column)
+        self.dataset, feature = undecoded(dataset, image_column)
         self.transform, self.image_column, self.label_column = transform, image_column, label_column
         self.has_labels = label_column in dataset.column_names
-        self.decode = _ImageDecoder(feature, split, skip_bad_images)
+        self.decode = ImageDecoder(feature, split, skip_bad_images)
 
     @property
     def column_names(self) -> list[str]:
@@ -235,7 +235,7 @@ class _StreamedBatchTransform:
     transform: Callable[[PILImage.Image], torch.Tensor]
     image_column: str
     label_column: str
-    decode: _ImageDecoder
+    decode: ImageDecoder
 
     def __call__(self, batch: dict[str, list], indices: list[int]) -> dict[str, list]:
         _check_image_column(list(batch), self.image_column)
@@ -258,9 +258,9 @@ def with_image_transform(dataset, transform, image_column: str = "image", label_
     dropped from a stream."""
     if isinstance(dataset, IterableDataset):
         _check_image_column(dataset.column_names, image_column)
-        stream, feature = _undecoded(dataset, image_column)
+        stream, feature = undecoded(dataset, image_column)
         function = _StreamedBatchTransform(
-            transform, image_column, label_column, _ImageDecoder(feature, split, skip_bad_images)
+            transform, image_column, label_column, ImageDecoder(feature, split, skip_bad_images)
         )
         return stream.map(function, batched=True, with_indices=True,
                           remove_columns=stream.column_names or [image_column, label_column])
@@ -268,11 +268,13 @@ def with_image_transform(dataset, transform, image_column: str = "image", label_
 
 
 __all__ = [
+    "ImageDecoder",
     "ProcessorTransform",
     "TrainTransform",
     "TransformedImages",
     "UnreadableImageError",
     "jitter_colors",
     "to_tensor",
+    "undecoded",
     "with_image_transform",
 ]

@@ -32,8 +32,9 @@ from ..data.preprocessing import DEFAULT_CROP_PCT, PROCESSOR_FILE
 from ..data.rand_augment import RandAugment, fill_from_mean
 from ..distillation.seeding import SeededAugmentation
 from ..distillation.trainer import RIFormerDistillationTrainer
-from ..errors import MissingInputError, UserError
+from ..errors import UserError
 from ..evaluation.metrics import accuracy_metrics
+from ..loading import load_pretrained
 from ..models.riformer import RIFormerConfig, RIFormerForImageClassification
 from .arguments import STREAM_SHUFFLE_BUFFER
 from .checks import load_config
@@ -112,10 +113,7 @@ def label_maps(dataset, label_column: str) -> tuple[dict[int, str], dict[str, in
 def load_classifier(flag: str, name_or_path: str, **kwargs):
     """An image classifier from a folder or the Hub, through the Auto classes (RIFormer and GFNet are registered)."""
     load_config(flag, name_or_path)
-    try:
-        return AutoModelForImageClassification.from_pretrained(name_or_path, **kwargs)
-    except OSError as error:
-        raise MissingInputError(f"--{flag} {name_or_path}: {' '.join(str(error).split())}") from None
+    return load_pretrained(AutoModelForImageClassification, name_or_path, f"--{flag}", **kwargs)
 
 
 def teacher_preprocessing(name_or_path: str, model_args):

@@ -26,6 +26,7 @@ from .checks import (
     check_hub_repo,
     check_models,
     check_output_dir,
+    check_resume_matches,
     check_values,
     resolve_resume,
 )
@@ -68,6 +69,8 @@ def main(argv: list[str] | None = None):
                 f"{training_args.world_size} process(es)")
     trainer = build_trainer(data_args, model_args, training_args)
     if training_args.do_train:
+        if resume is not None:
+            check_resume_matches(resume, trainer.model)
         check_free_disk(trainer.model, training_args)
         if run_args.overwrite_output_dir and resume is None:
             for folder in checkpoint_folders(training_args.output_dir):
