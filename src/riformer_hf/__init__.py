@@ -36,9 +36,10 @@ _LAZY = {
     "push_reparameterized": "export.hub",
     "UserError": "errors",
 }
-_SUBMODULES = ("benchmarks", "cli", "convert", "data", "distillation", "errors", "evaluation", "export", "loading",
-               "models",
-               "timing", "training")
+_SUBMODULES = (
+    "benchmarks", "cli", "convert", "data", "distillation", "errors", "evaluation", "export", "loading", "models",
+    "timing", "training",
+)
 
 registration.install()
 
