@@ -18,4 +18,12 @@ class OutputError(UserError, PermissionError):
     """An output folder or file that cannot be written (not writable, a file where a folder belongs, a full disk)."""
 
 
-__all__ = ["MissingInputError", "OutputError", "UserError"]
+class EarlierOutputError(OutputError, FileExistsError):
+    """An output folder holding an earlier model, export or run, without the flag that replaces it."""
+
+
+class OutputInUseError(OutputError, BlockingIOError):
+    """Another process holds the output folder's run lock."""
+
+
+__all__ = ["EarlierOutputError", "MissingInputError", "OutputError", "OutputInUseError", "UserError"]
