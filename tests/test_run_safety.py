@@ -1,6 +1,7 @@
 """Runs that never lose work: output-folder safety, interrupted checkpoints, a failed push that finishes cleanly,
 one-line errors with exit codes, validation before any data is read, and a quiet console."""
 
+import contextlib
 import hashlib
 import json
 import os
@@ -83,6 +84,29 @@ def test_overwrite_output_dir_starts_afresh(earlier_copy):
     assert sorted(p.name for p in folder.glob("checkpoint-*")) == ["checkpoint-2"]  # the old checkpoint-4 is gone
     assert json.loads((folder / "checkpoint-2" / "trainer_state.json").read_text())["max_steps"] == 2
     assert checksums(folder)["model.safetensors"] != before["model.safetensors"]
+
+
+def test_overwrite_stopped_before_its_first_save_puts_the_earlier_run_back(earlier_copy, monkeypatch, capsys, caplog):
+    """The earlier run is moved aside when training starts, not deleted: Ctrl-C before the new run saved anything
+    leaves the folder as it was; a run that saves deletes it at its first checkpoint (nothing left beside)."""
+    folder, before = earlier_copy
+
+    def interrupted(self, *args, **kwargs):
+        assert not (folder / "checkpoint-4").exists()  # aside while the new run trains
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Trainer, "train", interrupted)
+    with caplog.at_level("WARNING"):
+        assert cli.train(["--output_dir", str(folder), *TINY, *QUICK, *FOUR_STEPS, "--overwrite_output_dir"]) == 130
+    assert "this run stopped before saving anything; the earlier output is back in place" in caplog.text
+    assert checksums(folder) == before
+    assert sorted(p.name for p in folder.parent.iterdir()) == ["run"]  # no lock, no folder kept aside
+    monkeypatch.undo()
+    assert cli.train(["--output_dir", str(folder), *TINY, *QUICK, "--max_steps", "2", "--save_steps", "1",
+                      "--overwrite_output_dir"]) == 0
+    assert sorted(p.name for p in folder.glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2"]
+    assert sorted(p.name for p in folder.parent.iterdir()) == ["run"]
+    capsys.readouterr()
 
 
 def test_an_output_dir_that_cannot_be_written_is_refused_before_training(tmp_path, capsys):
@@ -303,9 +327,12 @@ BAD_TRAINING_ARGUMENTS = {
     "deploy config": (["--config_name", "{tmp}/deploy"], lambda tmp: (
         f"error: --config_name {tmp}/deploy is a re-parameterised (deploy) RIFormer, which has no token mixer to train "
         "or imitate")),
-    "imitation teacher": (["--imitation_teacher", "{tmp}/run"], lambda tmp: (
-        f"error: --imitation_teacher {tmp}/run is a 'riformer' model; module imitation needs a PoolFormer isomorphic "
-        "to the student (pass other classifiers as --teacher_model).")),
+    "imitation teacher": (["--imitation_teacher", "{tmp}/riformer"], lambda tmp: (
+        f"error: --imitation_teacher {tmp}/riformer is a 'riformer' model; module imitation needs a PoolFormer "
+        "isomorphic to the student (pass other classifiers as --teacher_model).")),
+    "teacher in the run it replaces": (["--teacher_model", "{tmp}/run/checkpoint-4"], lambda tmp: (
+        f"error: --output_dir {tmp}/run holds what this command reads (--teacher_model {tmp}/run/checkpoint-4): "
+        "replacing the folder would delete it: give another --output_dir.")),
     "invalid config": (["--config_name", "{tmp}/invalid"], lambda tmp: (
         f"error: --config_name {tmp}/invalid: its config is invalid (Validation error for field 'depths': TypeError: "
         "Field 'depths' with value 'abc' doesn't match")),
@@ -322,6 +349,7 @@ def test_bad_training_arguments_get_one_line_before_any_data_is_read(case, earli
     deploy_config(tmp_path / "deploy")
     (tmp_path / "invalid").mkdir()
     (tmp_path / "invalid" / "config.json").write_text(json.dumps({"model_type": "riformer", "depths": "abc"}))
+    shutil.copytree(folder, tmp_path / "riformer", ignore=shutil.ignore_patterns("checkpoint-*"))
     flags, expected = BAD_TRAINING_ARGUMENTS[case]
     flags = [f.replace("{tmp}", str(tmp_path)) for f in flags]
     assert cli.train(["--output_dir", str(folder), "--overwrite_output_dir", *TINY, *QUICK, *flags]) == 2
@@ -467,10 +495,14 @@ def test_only_the_local_main_process_probes_the_output_folder(tmp_path, monkeypa
     monkeypatch.setattr(tempfile, "TemporaryFile", lambda *a, **k: probed.append(k["dir"]) or original(*a, **k))
     for rank, expected in ((1, []), (0, [target])):
         probed.clear()
-        args = SimpleNamespace(output_dir=str(target), resume_from_checkpoint=None, local_process_index=rank)
-        checks.check_output_dir(args, arguments.RunArguments())
+        args = SimpleNamespace(output_dir=str(target), resume_from_checkpoint=None, local_process_index=rank,
+                               do_train=True, should_save=rank == 0,
+                               main_process_first=lambda **kwargs: contextlib.nullcontext())
+        lock = checks.check_output_dir(args, arguments.RunArguments())
+        assert lock.held == (rank == 0) and lock.joined == (rank != 0)  # the saving process takes it, others join
+        lock.release()
         assert probed == expected
-        assert not (tmp_path / "new").exists()  # the probe leaves a missing folder missing
+        assert not (tmp_path / "new").exists()  # the probe (and the released lock) leave a missing folder missing
 
 
 def test_an_exception_inside_pillow_during_training_is_a_bug_not_a_user_error(tmp_path, monkeypatch, capsys):

@@ -1,10 +1,9 @@
 """The checks `riformer-train` makes before it reads any data: value ranges, what to do, the models named (type and
-form), the Hub repo id, the output folder, free disk and the checkpoint to resume from. Each raises a `UserError`
-naming the flag, the value and the fix; none changes the arguments."""
+form), the Hub repo id, the output folder (earlier work, write access, its run lock), free disk and the checkpoint to
+resume from. Each raises a `UserError` naming the flag, the value and the fix; none changes the arguments."""
 
 import json
 import shutil
-import tempfile
 from pathlib import Path
 
 from huggingface_hub.errors import StrictDataclassError
@@ -12,6 +11,7 @@ from huggingface_hub.utils import HFValidationError, validate_repo_id
 from transformers import AutoConfig
 
 from ..errors import MissingInputError, OutputError, UserError
+from ..safety import OutputFolder, RunLock
 from .checkpoints import checkpoint_bytes, checkpoint_folders, is_complete_checkpoint, last_complete_checkpoint
 
 RESUME_LAST = ("last", "latest", "true", "True")
@@ -124,43 +124,40 @@ def check_hub_repo(training_args) -> None:
         ) from None
 
 
-def earlier_run(output_dir: Path) -> list[str]:
-    """What in `output_dir` a new run would replace: an export and `checkpoint-N` folders."""
-    if not output_dir.is_dir():
-        return []
-    names = ("config.json", "model.safetensors", "trainer_state.json")
-    found = [name for name in names if (output_dir / name).exists()]
-    return found + [folder.name for folder in checkpoint_folders(output_dir)]
+TRAIN_FIX = ("continue it with --resume_from_checkpoint last, start afresh there with --overwrite_output_dir, or give "
+             "another --output_dir")
+MODEL_FLAGS = ("model_name_or_path", "config_name", "teacher_model", "imitation_teacher")
 
 
-def check_output_dir(training_args, run_args) -> None:
-    """Refuse an `--output_dir` holding an earlier run unless resuming or `--overwrite_output_dir`; check that the
-    folder can be written (by a probe that leaves a missing folder missing: a run refused later writes nothing; the
-    local main process probes, once per machine)."""
-    output_dir = Path(training_args.output_dir)
-    if output_dir.exists() and not output_dir.is_dir():
-        raise OutputError(f"--output_dir {output_dir} is a file: give a folder (it is created if missing).")
-    found = earlier_run(output_dir)
-    if found and not run_args.overwrite_output_dir and training_args.resume_from_checkpoint is None:
-        shown = ", ".join(found[:6]) + (f" and {len(found) - 6} more" if len(found) > 6 else "")
-        raise UserError(
-            f"--output_dir {output_dir} holds an earlier run ({shown}). Continue it with --resume_from_checkpoint "
-            "last, start afresh there with --overwrite_output_dir, or give another --output_dir."
-        )
-    if training_args.local_process_index != 0:
-        return  # one probe per machine: the ranks' probes would race on the folders each creates and removes
-    missing = [p for p in (output_dir, *output_dir.parents) if not p.exists()]
+def output_folder(training_args, run_args, model_args=None) -> OutputFolder:
+    """The guard of `--output_dir` (`riformer_hf.safety`): an earlier run is refused unless resuming or
+    `--overwrite_output_dir`; starting afresh, no model this run reads may lie in the run it replaces."""
+    resuming = training_args.resume_from_checkpoint is not None
+    sources = [] if resuming or model_args is None else [(f"--{f}", getattr(model_args, f)) for f in MODEL_FLAGS]
+    return OutputFolder(training_args.output_dir, overwrite=run_args.overwrite_output_dir or resuming, fix=TRAIN_FIX,
+                        sources=sources)
+
+
+def check_output_dir(training_args, run_args, model_args=None) -> RunLock | None:
+    """`--output_dir` is no file and can be written (a probe that leaves a missing folder missing, once per machine).
+    Training also takes the folder's run lock (the saving process; the other ranks join it after) and then, under
+    the lock, refuses an earlier run unless resuming or `--overwrite_output_dir`. Returns the lock (None when only
+    evaluating: that writes eval_results.json and all_results.json, nothing else)."""
+    folder = output_folder(training_args, run_args, model_args)
+    folder.check_not_a_file()
+    if training_args.local_process_index == 0:
+        folder.check_writable()  # one probe per machine: the ranks' probes would race on the folders they create
+    if not training_args.do_train:
+        return None
+    lock = RunLock(folder.path, label=folder.label, flag="--output_dir")
+    with training_args.main_process_first(local=False, desc="the output folder's run lock"):
+        lock.acquire() if training_args.should_save else lock.join()
     try:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=output_dir):
-            pass
-        for folder in missing:  # deepest first
-            folder.rmdir()
-    except OSError as error:
-        raise OutputError(
-            f"--output_dir {output_dir} is not writable ({type(error).__name__}: {error.strerror or error}): give a "
-            "folder you can write to."
-        ) from None
+        folder.check(writable=False, warn=training_args.should_save)
+    except BaseException:
+        lock.release()
+        raise
+    return lock
 
 
 def check_free_disk(model, training_args) -> None:
@@ -249,7 +246,7 @@ __all__ = [
     "check_resume_matches",
     "check_source",
     "check_values",
-    "earlier_run",
     "load_config",
+    "output_folder",
     "resolve_resume",
 ]
