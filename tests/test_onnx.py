@@ -189,6 +189,7 @@ def test_bad_inputs_are_one_line_errors(tmp_path, capsys):
 
     assert cli.export(["--model_name_or_path", str(tmp_path / "riformer"),
                        "--output_dir", str(tmp_path / "riformer")]) == 2
-    assert "holds a PyTorch model" in _one_error_line(capsys)
+    assert (f"--output_dir {tmp_path / 'riformer'} holds what this command reads (--model_name_or_path "
+            f"{tmp_path / 'riformer'}): replacing the folder would delete it") in _one_error_line(capsys)
     assert not out.exists()
     assert load_riformer(tmp_path / "riformer").is_reparameterized is False  # the source folder is untouched

@@ -31,8 +31,9 @@ from torch import nn
 
 from ..data.image_modes import to_rgb
 from ..data.preprocessing import load_image_processor, make_image_processor, processor_spec
-from ..errors import MissingInputError, OutputError, UserError
+from ..errors import MissingInputError, UserError
 from ..models.riformer.modeling_riformer import RIFormerPreTrainedModel, reparameterize_model
+from ..safety import OutputFolder
 from .deploy import load_riformer
 from .inference_graph import FoldedRIFormerClassifier, can_fold
 
@@ -250,6 +251,7 @@ class OnnxExport:
     int8_path: Path | None = None
     int8_comparison: dict | None = None
     calibration_images: int = 0
+    copied_from: Path | None = None  # the fp32 graph an INT8-only export carries over
 
 
 def export_onnx(
@@ -264,30 +266,33 @@ def export_onnx(
     int8: bool = False,
     calibration_data=None,
     calibration_samples: int = 200,
+    overwrite: bool = False,
 ) -> OnnxExport:
     """Export a RIFormer to ONNX with its labels and preprocessing; optionally quantise it to INT8.
 
     `model_or_dir`: a model (RIFormer in either form, folded first; or another transformers image classifier, exported
-    as it is), a RIFormer folder or Hub id, or an ONNX export (`model.onnx` or its folder: only the INT8 step runs).
-    `output_path`: a folder (gets `model.onnx`, `config.json`, `preprocessor_config.json`, with `int8` also
-    `model_int8.onnx`). The fp32 graph is checked in ONNX Runtime against PyTorch at every batch size × image size
-    (default: the processor's size and 32 px more) and nothing is written if any max |Δlogits| exceeds 1e-4. INT8
-    calibrates on `calibration_samples` images of `calibration_data` (a folder or "digits") and compares top-1 with
-    the fp32 graph on held-out images. Files are staged in a temporary folder and moved in when all steps succeeded.
+    as it is), a RIFormer folder or Hub id, or an ONNX export (`model.onnx` or its folder: only the INT8 step runs,
+    and the fp32 graph is copied beside the INT8 one). `output_path`: a folder (gets `model.onnx`, `config.json`,
+    `preprocessor_config.json`, with `int8` also `model_int8.onnx`), or the command's `riformer_hf.safety.OutputFolder`.
+    A folder holding an earlier model, export or run is refused unless `overwrite`; with it the folder ends holding
+    only the new files (no earlier `model_int8.onnx` beside a new `model.onnx`). The fp32 graph is checked in ONNX
+    Runtime against PyTorch at every batch size × image size (default: the processor's size and 32 px more) and
+    nothing is written if any max |Δlogits| exceeds 1e-4. INT8 calibrates on `calibration_samples` images of
+    `calibration_data` (a folder or "digits") and compares top-1 with the fp32 graph on held-out images. The files are
+    written to a staging folder and moved into place when every step succeeded (`OutputFolder.staged`).
     """
-    output_dir = Path(output_path)
+    source_onnx = onnx_source(model_or_dir)
+    if isinstance(output_path, OutputFolder):
+        output = output_path
+    else:
+        reads = [] if isinstance(model_or_dir, nn.Module) or source_onnx is not None else [(None, model_or_dir)]
+        output = OutputFolder(output_path, flag=None, overwrite=overwrite, sources=reads)
+    output_dir = output.path
     if output_dir.suffix == ".onnx":
-        raise UserError(f"{output_path} looks like a file: give an output folder (it gets {ONNX_FILE}).")
-    if output_dir.exists() and not output_dir.is_dir():
-        raise OutputError(f"Output {output_path} is a file; give a folder (it is created if missing).")
-    if (output_dir / "model.safetensors").is_file():
-        raise UserError(
-            f"{output_path} holds a PyTorch model (model.safetensors) whose config.json the export would replace: "
-            "choose another output folder."
-        )
+        raise UserError(f"{output_dir} looks like a file: give an output folder (it gets {ONNX_FILE}).")
+    output.check()
     if int8 and calibration_data is None:
         raise UserError("--int8 needs --calibration_data: a folder of images, or 'digits'.")
-    source_onnx = _onnx_source(model_or_dir)
     if source_onnx is not None and not int8:
         raise UserError(f"{model_or_dir} is already an ONNX export: pass --int8 to quantise it, or give a model.")
     if source_onnx is not None:
@@ -302,10 +307,8 @@ def export_onnx(
     image_size = processor_spec(image_processor).image_size
     split = load_calibration_images(calibration_data, calibration_samples) if int8 else None
 
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.onnx-", dir=output_dir.parent.absolute()))
-    try:
-        result = OnnxExport(output_dir, None, opset)
+    result = OnnxExport(output_dir, output_dir / ONNX_FILE, opset)
+    with output.staged() as staging:
         if model is not None:
             fp32_path = export_graph(model, staging / ONNX_FILE, image_size, opset)
             if validate:
@@ -315,12 +318,12 @@ def export_onnx(
                 if worst > MAX_ABS_DIFF:
                     raise RuntimeError(f"ONNX Runtime differs from PyTorch by {worst:.2e} (> {MAX_ABS_DIFF:.0e}).")
             model.config.save_pretrained(staging)
-            result.onnx_path = output_dir / ONNX_FILE
-        else:
-            fp32_path = source_onnx
-            config = source_onnx.parent / "config.json"
-            if config.is_file():
-                shutil.copy(config, staging / "config.json")
+        else:  # an export folder is whole: the fp32 graph, its config and the config's code beside the INT8 graph
+            fp32_path = shutil.copy2(source_onnx, staging / ONNX_FILE)
+            result.copied_from = source_onnx
+            for name in ("config.json", *(p.name for p in source_onnx.parent.glob("configuration_*.py"))):
+                if (source_onnx.parent / name).is_file():
+                    shutil.copy(source_onnx.parent / name, staging / name)
         image_processor.save_pretrained(staging)
         if int8:
             batches = _pixel_batches(split.calibration, image_processor, batch_size=8)
@@ -332,15 +335,10 @@ def export_onnx(
                 )
                 result.int8_comparison["held_out_from"] = split.held_out_from
             result.int8_path, result.calibration_images = output_dir / INT8_FILE, len(split.calibration)
-        output_dir.mkdir(exist_ok=True)
-        for item in staging.iterdir():
-            os.replace(item, output_dir / item.name)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return result
 
 
-def _onnx_source(model_or_dir) -> Path | None:
+def onnx_source(model_or_dir) -> Path | None:
     """The ONNX file `model_or_dir` names (a `.onnx` file, or a folder with `model.onnx` and no PyTorch weights)."""
     if isinstance(model_or_dir, nn.Module):
         return None
@@ -391,7 +389,9 @@ def _same_labels(config_file: Path, class_names) -> bool:
 def format_export_report(result: OnnxExport) -> str:
     """The lines `riformer-export` prints: files, validation numbers, INT8 top-1 change."""
     lines = []
-    if result.onnx_path is not None:
+    if result.copied_from is not None:
+        lines.append(f"ONNX (fp32, from {result.copied_from}) → {result.onnx_path}")
+    else:
         lines.append(f"ONNX (opset {result.opset}, dynamic batch/height/width) → {result.onnx_path}")
     if result.validation:
         diffs = ", ".join(f"batch {r.batch_size} @ {r.image_size}²: {r.max_abs_diff:.1e}" for r in result.validation)
@@ -422,6 +422,7 @@ __all__ = [
     "export_onnx",
     "format_export_report",
     "load_calibration_images",
+    "onnx_source",
     "ort_session",
     "quantize_int8",
     "validate_onnx",

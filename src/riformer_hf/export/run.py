@@ -1,10 +1,12 @@
 """`riformer-export`: a RIFormer (training form folded first) as an ONNX graph with config.json and
 preprocessor_config.json beside model.onnx, checked in ONNX Runtime against PyTorch; optionally also a static INT8
-model (QDQ, per-channel) calibrated through the model's image processor."""
+model (QDQ, per-channel) calibrated through the model's image processor. The folder is checked before any work and
+written whole, under its run lock (`riformer_hf.safety`)."""
 
 import argparse
 
-from .onnx import DEFAULT_OPSET, OnnxExport, export_onnx, format_export_report
+from ..safety import OVERWRITE_HELP, OutputFolder
+from .onnx import DEFAULT_OPSET, OnnxExport, export_onnx, format_export_report, onnx_source
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -18,6 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="'digits', an image folder (class subfolders optional) or a Hub dataset")
     parser.add_argument("--calibration_samples", type=int, default=200, help="images to calibrate on")
     parser.add_argument("--no_validate", action="store_true", help="skip the ONNX Runtime vs PyTorch check")
+    parser.add_argument("--overwrite_output_dir", action="store_true", help=OVERWRITE_HELP)
     return parser
 
 
@@ -27,10 +30,14 @@ def main(argv: list[str] | None = None) -> OnnxExport:
 
     args = build_parser().parse_args(argv)
     disable_progress_bar()  # no "Loading weights" bar in the report
-    result = export_onnx(
-        args.model_name_or_path, args.output_dir, opset=args.opset, validate=not args.no_validate, int8=args.int8,
-        calibration_data=args.calibration_data, calibration_samples=args.calibration_samples,
-    )
+    # An ONNX source is copied into the new export, so it may lie in the folder it replaces.
+    reads = [] if onnx_source(args.model_name_or_path) else [("--model_name_or_path", args.model_name_or_path)]
+    output = OutputFolder(args.output_dir, overwrite=args.overwrite_output_dir, sources=reads)
+    with output.claim():
+        result = export_onnx(
+            args.model_name_or_path, output, opset=args.opset, validate=not args.no_validate, int8=args.int8,
+            calibration_data=args.calibration_data, calibration_samples=args.calibration_samples,
+        )
     print(format_export_report(result))
     return result
 

@@ -10,11 +10,12 @@ Refusals are `riformer_hf.errors.OutputError`s (exit code 2): `EarlierOutputErro
 """
 
 from .files import PLOT_SUFFIXES, check_output_file, staged_file, write_file
-from .folder import OutputFolder, SetAside
+from .folder import OVERWRITE_HELP, OutputFolder, SetAside
 from .inventory import Inventory, inventory
 from .lock import RunLock, lock_path, read_record
 
 __all__ = [
+    "OVERWRITE_HELP",
     "PLOT_SUFFIXES",
     "Inventory",
     "OutputFolder",

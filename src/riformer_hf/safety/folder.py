@@ -36,6 +36,8 @@ from .paths import missing_folders, probe_writable, real_path, remove_folders, t
 
 logger = logging.getLogger(__name__)
 
+OVERWRITE_HELP = ("replace an earlier model, export or run in the output folder: it then holds only the new files (and "
+                  "your own files)")
 _TEMPORARY = re.compile(r"riformer-(staging|replaced|old)-(\d+)-[0-9a-f]{6}")
 
 
@@ -56,6 +58,7 @@ class OutputFolder:
         self.flag, self.overwrite, self.fix = flag, overwrite, fix
         self.sources = [(source_flag, Path(source)) for source_flag, source in sources if source is not None]
         self.label = f"{flag} {path}" if flag else f"Output folder {path}"
+        self._warned = False
 
     @property
     def real(self) -> Path:
@@ -97,8 +100,8 @@ class OutputFolder:
                 f"{self.flag}")
 
     def check(self, *, writable: bool = True, warn: bool = True) -> Inventory:
-        """Every check (`writable=False`: no write probe, for processes that do not write); `warn` about temporaries
-        a killed process left. Returns what the folder holds."""
+        """Every check (`writable=False`: no write probe, for processes that do not write), and `warn` about the
+        temporaries of killed writes. Returns what the folder holds."""
         self.check_not_a_file()
         found = self.check_contents()
         if writable:
@@ -117,6 +120,10 @@ class OutputFolder:
         return sorted(p for p, match in found if match and p.is_dir() and not pid_running(int(match[2])))
 
     def warn_leftovers(self) -> None:
+        """Once per folder: name the temporaries of killed writes (`replaced` ones hold an earlier run)."""
+        if self._warned:
+            return
+        self._warned = True
         if left := self.leftovers():
             logger.warning("%s: %d temporary folder(s) left by an interrupted write: %s. `replaced` ones hold the "
                            "earlier output a new run had moved aside: delete them when you no longer need them.",
@@ -128,7 +135,7 @@ class OutputFolder:
         written meanwhile). Yields what the folder holds."""
         self.check()
         with RunLock(self.path, label=self.label, flag=self.flag):
-            yield self.check(writable=False, warn=False)
+            yield self.check(writable=False)
 
     # ---- writing ----
 
@@ -251,4 +258,4 @@ def _move(names: list[str], source: Path, target: Path) -> None:
         raise
 
 
-__all__ = ["OutputFolder", "SetAside"]
+__all__ = ["OVERWRITE_HELP", "OutputFolder", "SetAside"]
