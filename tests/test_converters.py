@@ -319,4 +319,4 @@ def test_convert_command(tmp_path, tiny_state, capsys):
     (tmp_path / "a_file").write_text("x")
     argv = ["gfnet", "--checkpoint", str(tmp_path / "gfnet.pth"), "--output_dir", str(tmp_path / "a_file")]
     assert cli.convert(argv) == 2
-    assert "is a file; give a folder" in capsys.readouterr().err
+    assert "is a file: give a folder" in capsys.readouterr().err

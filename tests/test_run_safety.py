@@ -411,7 +411,7 @@ def test_unreadable_checkpoints_and_a_file_as_output_dir_in_the_converter(tmp_pa
     blocker = tmp_path / "a-file"
     blocker.write_text("keep me")
     assert cli.convert(["gfnet", "--checkpoint", str(text_pth), "--output_dir", str(blocker)]) == 2
-    assert error_line(capsys) == f"error: --output_dir {blocker} is a file; give a folder (it is created if missing)."
+    assert error_line(capsys) == f"error: --output_dir {blocker} is a file: give a folder (it is created if missing)."
     assert blocker.read_text() == "keep me"
 
 

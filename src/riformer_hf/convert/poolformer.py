@@ -5,8 +5,6 @@ A PoolFormer and a RIFormer that agree on `ARCHITECTURE_FIELDS` map block to blo
 shapes; the student copies everything but its affine token mixers, which start as the identity.
 """
 
-from pathlib import Path
-
 from transformers import PoolFormerConfig, PoolFormerForImageClassification
 from transformers.utils import logging
 
@@ -117,7 +115,7 @@ def convert_poolformer(name_or_path, output_dir, drop_path_rate: float | None = 
     if processor is not None:
         processor.save_pretrained(output_dir)
     else:
-        logger.warning(f"{name_or_path} has no image processor: {Path(output_dir)} is saved without one.")
+        logger.warning(f"{name_or_path} has no image processor: the converted model is saved without one.")
     return model
 
 

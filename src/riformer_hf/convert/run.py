@@ -4,7 +4,7 @@ from it. Architectures are read from the tensors."""
 
 import argparse
 
-from ..export.deploy import check_output_folder
+from ..safety import OVERWRITE_HELP, OutputFolder
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,25 +21,30 @@ def build_parser() -> argparse.ArgumentParser:
     poolformer.add_argument("--drop_path_rate", type=float, default=None)
     for sub in (mmpretrain, gfnet, poolformer):
         sub.add_argument("--output_dir", required=True, help="folder for config, weights and image processor")
+        sub.add_argument("--overwrite_output_dir", action="store_true", help=OVERWRITE_HELP)
     return parser
 
 
 def main(argv: list[str] | None = None):
-    """`riformer-convert mmpretrain|gfnet|poolformer`; returns the converted model."""
+    """`riformer-convert mmpretrain|gfnet|poolformer`; returns the converted model. The folder is checked before the
+    source is read and written whole, under its run lock (`riformer_hf.safety`)."""
     args = build_parser().parse_args(argv)
-    check_output_folder(args.output_dir)
-    if args.source == "mmpretrain":
-        from .mmpretrain import convert_mmpretrain_riformer
+    source = ("--model_name_or_path", args.model_name_or_path) if args.source == "poolformer" else (
+        "--checkpoint", args.checkpoint)
+    output = OutputFolder(args.output_dir, overwrite=args.overwrite_output_dir, sources=[source])
+    with output.claim(), output.staged() as staging:
+        if args.source == "mmpretrain":
+            from .mmpretrain import convert_mmpretrain_riformer
 
-        model = convert_mmpretrain_riformer(args.checkpoint, args.output_dir, args.reparameterize, args.image_size)
-    elif args.source == "gfnet":
-        from .gfnet import convert_gfnet
+            model = convert_mmpretrain_riformer(args.checkpoint, staging, args.reparameterize, args.image_size)
+        elif args.source == "gfnet":
+            from .gfnet import convert_gfnet
 
-        model = convert_gfnet(args.checkpoint, args.output_dir)
-    else:
-        from .poolformer import convert_poolformer
+            model = convert_gfnet(args.checkpoint, staging)
+        else:
+            from .poolformer import convert_poolformer
 
-        model = convert_poolformer(args.model_name_or_path, args.output_dir, args.drop_path_rate)
+            model = convert_poolformer(args.model_name_or_path, staging, args.drop_path_rate)
     config = model.config
     form = "deploy" if getattr(config, "reparameterized", False) else "training"
     print(

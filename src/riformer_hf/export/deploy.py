@@ -17,7 +17,7 @@ from pathlib import Path
 from torch import nn
 
 from ..data.preprocessing import load_image_processor, make_image_processor
-from ..errors import MissingInputError, OutputError, UserError
+from ..errors import MissingInputError, UserError
 from ..loading import load_pretrained
 from ..models.riformer import modeling_riformer
 from ..models.riformer.modeling_riformer import (
@@ -25,6 +25,7 @@ from ..models.riformer.modeling_riformer import (
     RIFormerPreTrainedModel,
     reparameterize_model,
 )
+from ..safety import OVERWRITE_HELP, OutputFolder
 from .model_card import build_model_card, card_info_from_folder
 
 TRAINING_SUBFOLDER = "training"
@@ -150,30 +151,27 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model_dir", required=True, help="training-form folder (config.json + model.safetensors)")
     parser.add_argument("--output_dir", required=True, help="folder for the deploy export")
     parser.add_argument("--training_form", action="store_true", help="also keep the training form in training/")
+    parser.add_argument("--overwrite_output_dir", action="store_true", help=OVERWRITE_HELP)
     return parser
 
 
-def check_output_folder(path, flag: str = "--output_dir") -> None:
-    if Path(path).exists() and not Path(path).is_dir():
-        raise OutputError(f"{flag} {path} is a file; give a folder (it is created if missing).")
-
-
 def main(argv: list[str] | None = None) -> Path:
-    """`riformer-reparameterize`."""
+    """`riformer-reparameterize`: the folder is checked before any work and written whole, under its run lock."""
     from transformers.utils.logging import disable_progress_bar
 
     args = build_parser().parse_args(argv)
-    check_output_folder(args.output_dir)
+    reads = [("--model_dir", args.model_dir)]
+    output = OutputFolder(args.output_dir, overwrite=args.overwrite_output_dir, sources=reads)
     disable_progress_bar()  # no "Loading weights" bar in the report
-    path = export_reparameterized(args.model_dir, args.output_dir, training_form=args.training_form)
-    print(f"Deploy form of {args.model_dir} → {path}")
-    return path
+    with output.claim(), output.staged() as staging:
+        export_reparameterized(args.model_dir, staging, training_form=args.training_form)
+    print(f"Deploy form of {args.model_dir} → {output.path}")
+    return output.path
 
 
 __all__ = [
     "STALE_WEIGHTS",
     "TRAINING_SUBFOLDER",
-    "check_output_folder",
     "export_files",
     "export_reparameterized",
     "load_riformer",

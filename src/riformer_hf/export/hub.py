@@ -5,6 +5,7 @@
 """
 
 import argparse
+import contextlib
 import shlex
 import shutil
 import sys
@@ -16,6 +17,7 @@ from huggingface_hub.utils import HFValidationError, validate_repo_id
 from torch import nn
 
 from ..errors import UserError
+from ..safety import OutputFolder
 from .deploy import STALE_WEIGHTS, export_files, export_reparameterized
 
 
@@ -94,13 +96,16 @@ def push_reparameterized(
     push_training_weights: bool = False,
     image_processor=None,
     save_dir=None,
+    overwrite: bool = False,
     **card_info,
 ):
     """Re-parameterise a RIFormer (a model, or a folder in either form) and push the deploy export to `repo_id`.
 
     A training-form model or checkpoint is folded; a deploy one passes through. The export is written to `save_dir`
-    (kept) or a temporary folder, which is removed once pushed, and also when the push fails from a folder (the
-    retry command then names that folder); from an in-memory model it is kept for the retry command.
+    (kept; a folder, or the command's `riformer_hf.safety.OutputFolder`: one holding an earlier model, export or run
+    is refused unless `overwrite`, and ends holding only the new export) or a temporary folder, which is removed once
+    pushed, and also when the push fails from a folder (the retry command then names that folder); from an in-memory
+    model it is kept for the retry command.
     `push_training_weights=True` adds the training form under `training/`. `card_info` goes to `build_model_card`.
     Honours `HF_ENDPOINT`; returns the CommitInfo. Raises `HubPushError` (with the retry command) when the Hub fails.
     """
@@ -112,16 +117,23 @@ def push_reparameterized(
             "'-', '_' and '.'."
         ) from None
     keep = save_dir is not None
-    local_dir = Path(save_dir) if keep else Path(tempfile.mkdtemp(prefix="riformer-export-")) / "export"
-    try:
-        export_reparameterized(
-            model_or_dir, local_dir, image_processor=image_processor, training_form=push_training_weights,
-            repo_id=repo_id, **card_info,
-        )
-    except BaseException:
-        if not keep:
+    export = {"image_processor": image_processor, "training_form": push_training_weights, "repo_id": repo_id,
+              **card_info}
+    if keep:
+        if not isinstance(save_dir, OutputFolder):
+            reads = [] if isinstance(model_or_dir, nn.Module) else [(None, model_or_dir)]
+            save_dir = OutputFolder(save_dir, flag=None, overwrite=overwrite, sources=reads)
+        save_dir.check()
+        with save_dir.staged() as staging:
+            export_reparameterized(model_or_dir, staging, **export)
+        local_dir = save_dir.path
+    else:
+        local_dir = Path(tempfile.mkdtemp(prefix="riformer-export-")) / "export"
+        try:
+            export_reparameterized(model_or_dir, local_dir, **export)
+        except BaseException:
             shutil.rmtree(local_dir.parent, ignore_errors=True)
-        raise
+            raise
     try:
         commit = upload_export(
             HfApi(library_name="riformer_hf"), local_dir, repo_id, token=token, private=private, revision=revision,
@@ -156,6 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--push_training_weights", action="store_true",
                         help="also push the training form under training/ (needs a training-form --model_dir)")
     parser.add_argument("--save_dir", default=None, help="also keep the deploy export in this folder")
+    parser.add_argument("--overwrite_output_dir", action="store_true",
+                        help="replace an earlier model, export or run in --save_dir: it then holds only the new export")
     parser.add_argument("--dataset", action="append", dest="datasets", help="training dataset Hub id (repeatable)")
     parser.add_argument("--base_model", action="append", help="teacher / base model Hub id (repeatable)")
     parser.add_argument("--license", default=None)
@@ -163,13 +177,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None):
-    """`riformer-push`."""
+    """`riformer-push`. `--save_dir` is checked before any work and written whole, under its run lock."""
     args = build_parser().parse_args(argv)
-    commit = push_reparameterized(
-        args.model_dir, args.repo_id, token=args.token, private=args.private, revision=args.revision,
-        commit_message=args.commit_message, push_training_weights=args.push_training_weights,
-        save_dir=args.save_dir, datasets=args.datasets, base_model=args.base_model, license=args.license,
-    )
+    save_dir = None if args.save_dir is None else OutputFolder(
+        args.save_dir, "--save_dir", overwrite=args.overwrite_output_dir, sources=[("--model_dir", args.model_dir)])
+    with save_dir.claim() if save_dir else contextlib.nullcontext():
+        commit = push_reparameterized(
+            args.model_dir, args.repo_id, token=args.token, private=args.private, revision=args.revision,
+            commit_message=args.commit_message, push_training_weights=args.push_training_weights,
+            save_dir=save_dir, datasets=args.datasets, base_model=args.base_model, license=args.license,
+        )
     print(f"Pushed the re-parameterised model to {commit.repo_url} ({commit.oid}).")
     return commit
 
