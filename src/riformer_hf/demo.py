@@ -11,7 +11,6 @@ import argparse
 import statistics
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -26,8 +25,9 @@ from transformers import (
 from .convert.poolformer import from_poolformer
 from .data import ProcessorTransform, TrainTransform, digits_dataset, make_image_processor, with_image_transform
 from .distillation import RIFormerDistillationTrainer, RIFormerTrainingArguments
-from .errors import OutputError, UserError
+from .errors import UserError
 from .models.riformer import RIFormerConfig, RIFormerForImageClassification, reparameterize_model
+from .safety import OutputFolder
 from .timing import time_interleaved
 
 IMAGE_SIZE = 32
@@ -162,8 +162,9 @@ def quantize_student(deploy, output_dir: str, calibration_samples: int = 200) ->
     from .export.onnx import export_onnx
 
     processor = make_image_processor(IMAGE_SIZE, crop_pct=1.0)
+    # `output_dir` is the demo's own scratch subfolder: an earlier demo's export there is replaced whole.
     result = export_onnx(deploy, output_dir, image_processor=processor, int8=True, calibration_data="digits",
-                         calibration_samples=calibration_samples)
+                         calibration_samples=calibration_samples, overwrite=True)
     compared = result.int8_comparison
     return Int8Result(100 * compared["fp32_top1"], 100 * compared["int8_top1"], result.calibration_images)
 
@@ -209,8 +210,6 @@ def check_arguments(args) -> None:
         value = getattr(args, flag)
         if value < 1:
             raise UserError(f"--{flag} {value}: must be at least 1.")
-    if Path(args.output_dir).exists() and not Path(args.output_dir).is_dir():
-        raise OutputError(f"--output_dir {args.output_dir} is a file: give a folder for the demo's scratch files.")
 
 
 def main(argv=None) -> list[Row]:
@@ -224,12 +223,17 @@ def main(argv=None) -> list[Row]:
         help="torch CPU threads (default 1: for these tiny models a second thread gains little and, on busy cores, "
         "costs a lot)",
     )
-    parser.add_argument("--output_dir", default="riformer-demo", help="scratch folder of the Trainer")
+    parser.add_argument("--output_dir", default="riformer-demo",
+                        help="scratch folder: the Trainer's run/ and the ONNX export onnx/, replaced on every run")
     args = parser.parse_args(argv)
     check_arguments(args)
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
-    rows, int8 = run_demo(args.seed, args.teacher_epochs, args.student_epochs, args.output_dir)
+    # The scratch folder: an earlier demo's run/ and onnx/ are replaced; a model, export or run of another command in
+    # it is refused. Checked before the first epoch, used under its run lock.
+    scratch = OutputFolder(args.output_dir, fix="give another --output_dir (the demo writes run/ and onnx/ there)")
+    with scratch.claim():
+        rows, int8 = run_demo(args.seed, args.teacher_epochs, args.student_epochs, args.output_dir)
     print()
     print(format_table(rows, args.student_epochs, int8))
     print(f"total {time.perf_counter() - start:.0f}s")

@@ -15,6 +15,7 @@ import argparse
 import json
 
 from ..models.riformer import RIFORMER_PRESETS
+from ..safety import PLOT_SUFFIXES, check_output_file, staged_file, write_file
 from .common import BenchmarkSettings, is_custom
 from .distillation import format_distillation_table, run_distillation_benchmark
 from .inference import format_inference_table, plot_throughput_vs_accuracy, run_inference_benchmark
@@ -43,8 +44,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--matmul_size", type=int, default=None, help="n of the n×n bound (2048 CPU, 8192 GPU)")
     parser.add_argument("--depths", type=int_tuple, default=None, help="override, e.g. 1,1,2,1 (quick runs)")
     parser.add_argument("--hidden_sizes", type=int_tuple, default=None, help="override, e.g. 8,16,24,32")
-    parser.add_argument("--output_json", default="benchmark.json")
-    parser.add_argument("--plot", default=None, help="PNG of throughput vs published top-1")
+    parser.add_argument("--output_json", default="benchmark.json", help="the results (replaced if it exists)")
+    parser.add_argument("--plot", default=None, help="throughput vs published top-1 (.png, .pdf, .svg, .jpg)")
     parser.add_argument("--distillation", action="store_true", help="also time distillation training steps")
     parser.add_argument("--distillation_only", action="store_true", help="only time distillation training steps")
     parser.add_argument("--distillation_batch_size", type=int, default=None, help="default: --batch_size")
@@ -60,6 +61,8 @@ def main(argv=None) -> dict:
     presets = tuple(RIFORMER_PRESETS) if args.presets == ["all"] else tuple(p.lower() for p in args.presets)
     fields = {k: v for k, v in vars(args).items() if k in BenchmarkSettings.__dataclass_fields__ and k != "presets"}
     settings = BenchmarkSettings(presets=presets, **fields)
+    output_json = check_output_file(args.output_json, "--output_json", others=[("--plot", args.plot)])
+    plot = check_output_file(args.plot, "--plot", suffixes=PLOT_SUFFIXES)
     record = {}
     if args.runtimes:
         record["runtimes"] = run_runtime_benchmark(settings, tuple(args.runtimes.split(",")), preset=presets[0])
@@ -67,12 +70,13 @@ def main(argv=None) -> dict:
     elif not args.distillation_only:
         record = run_inference_benchmark(settings)
         print(format_inference_table(record))
-        if args.plot and is_custom(settings):
+        if plot and is_custom(settings):
             print("plot skipped: --depths / --hidden_sizes make a custom layout, not a paper model with an ImageNet "
                   "top-1")
-        elif args.plot:
-            plot_throughput_vs_accuracy(record, args.plot)
-            print(f"plot: {args.plot}")
+        elif plot:
+            with staged_file(plot) as temporary:
+                plot_throughput_vs_accuracy(record, temporary)
+            print(f"plot: {plot}")
     if args.distillation or args.distillation_only:
         batch_size = args.distillation_batch_size or args.batch_size
         distill_settings = BenchmarkSettings(**{**fields, "batch_size": batch_size})
@@ -84,9 +88,8 @@ def main(argv=None) -> dict:
         record["memory"] = run_memory_benchmark(memory_settings, preset=presets[0])
         print()
         print(format_memory_table(record["memory"]))
-    with open(args.output_json, "w") as handle:
-        json.dump(record, handle, indent=2)
-    print(f"json: {args.output_json}")
+    write_file(output_json, json.dumps(record, indent=2))
+    print(f"json: {output_json}")
     return record
 
 

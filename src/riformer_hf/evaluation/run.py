@@ -14,7 +14,6 @@ import json
 import sys
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -23,7 +22,8 @@ from ..data import processor_spec
 from ..data.datasets import ImageSource, check_split, class_names, eval_split_name, load_image_splits
 from ..data.image_modes import to_rgb
 from ..data.transforms import ImageDecoder, undecoded
-from ..errors import OutputError, UserError
+from ..errors import UserError
+from ..safety import check_output_file, staged_file, write_file
 from .classifiers import load_classifier
 from .metrics import bootstrap_interval, confusion_matrix, hits, label_mapping, plot_confusion_matrix, top_k
 
@@ -168,16 +168,6 @@ def evaluate_classifier(classifier, dataset, *, batch_size: int = 64, image_colu
     return result
 
 
-def _writable_file(path: str | None, flag: str) -> Path | None:
-    if path is None:
-        return None
-    path = Path(path)
-    if path.is_dir():
-        raise OutputError(f"{flag} {path} is a folder: give a file name.")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path
-
-
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="riformer-eval", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -217,8 +207,9 @@ def main(argv=None) -> EvaluationResult:
         raise UserError("--bootstrap must be ≥ 0 and --max_samples ≥ 1.")
     if args.confusion_matrix and importlib.util.find_spec("matplotlib") is None:
         raise UserError("--confusion_matrix needs matplotlib: pip install 'riformer_hf[plot]'.")
-    output_json = _writable_file(args.output_json, "--output_json")
-    plot = _writable_file(args.confusion_matrix, "--confusion_matrix")
+    output_json = check_output_file(args.output_json, "--output_json",
+                                    others=[("--confusion_matrix", args.confusion_matrix)])
+    plot = check_output_file(args.confusion_matrix, "--confusion_matrix", suffixes=(".png",))
     if args.threads:
         torch.set_num_threads(args.threads)
     progress = not args.no_progress and sys.stderr.isatty()
@@ -243,10 +234,11 @@ def main(argv=None) -> EvaluationResult:
     )
     print(result.summary())
     if plot is not None:
-        plot_confusion_matrix(np.asarray(result.confusion_matrix), result.class_names, plot)
+        with staged_file(plot) as temporary:
+            plot_confusion_matrix(np.asarray(result.confusion_matrix), result.class_names, temporary)
         print(f"confusion matrix → {plot}")
     if output_json is not None:
-        output_json.write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+        write_file(output_json, json.dumps(result.to_dict(), indent=2) + "\n")
         print(f"results → {output_json}")
     return result
 
