@@ -12,6 +12,7 @@ Each command's parser lives next to its `main(argv)`; this module only finds tha
 `--debug` prints the traceback for codes 2 and 3 too. `python -m riformer_hf.cli COMMAND ...` runs the same commands.
 """
 
+import gc
 import importlib
 import sys
 import traceback
@@ -77,7 +78,10 @@ def _report(message: str, debug: bool) -> None:
 
 def _entry(name: str):
     def entry(argv: list[str] | None = None) -> int:
-        return run_command(name, argv)
+        code = run_command(name, argv)
+        if argv is None and code == USER_ERROR:
+            gc.freeze()  # a refused console run wrote nothing: its exit need not collect torch's objects (~2 s)
+        return code
 
     entry.__name__ = entry.__qualname__ = name
     entry.__doc__ = f"`riformer-{name}`: {COMMANDS[name].summary}."
