@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import types
 from dataclasses import asdict, dataclass, field
@@ -312,6 +313,22 @@ def test_leftovers_of_a_killed_write_are_named(tmp_path, caplog):
         OutputFolder(tmp_path / "out").check()
     assert "--output_dir" in caplog.text and "1 temporary folder(s) left by an interrupted write" in caplog.text
     assert ".out.riformer-replaced-999999999-abcdef" in caplog.text and "staging" not in caplog.text
+
+
+def test_a_probe_survives_another_process_probing_the_same_new_folder(tmp_path, monkeypatch):
+    """Two commands started at once into one new folder: each probe creates it and removes it again, so one probe may
+    find it gone before its test file is made: it probes again, rather than calling the folder not writable."""
+    original, calls = tempfile.TemporaryFile, []
+
+    def raced(*args, **kwargs):
+        calls.append(kwargs["dir"])
+        if len(calls) == 1:
+            Path(kwargs["dir"]).rmdir()  # the other probe's clean-up
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", raced)
+    OutputFolder(tmp_path / "new" / "out").check_writable()
+    assert len(calls) == 2 and not (tmp_path / "new").exists()
 
 
 def test_set_aside_earlier_puts_an_untouched_folder_back_and_discards_after_a_save(tmp_path, caplog):

@@ -45,13 +45,17 @@ def probe_writable(folder: Path) -> None:
     """Create `folder` (with missing parents) and a file in it, then remove what was created. Raises OSError."""
     if os.path.lexists(folder) and not folder.is_dir():
         raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(folder))
-    created = missing_folders(folder)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    finally:
-        remove_folders(created)
+    for attempt in range(3):
+        created = missing_folders(folder)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=folder):
+                return
+        except FileNotFoundError:  # another process's probe removed the folder it had created: probe again
+            if attempt == 2:
+                raise
+        finally:
+            remove_folders(created)
 
 
 __all__ = ["missing_folders", "parent_writable", "probe_writable", "real_path", "remove_folders", "temporary_path"]
