@@ -187,7 +187,8 @@ class OutputFolder:
             _move(new, staging, real)
         except BaseException:
             _move(replaced, old, real)
-            old.rmdir()
+            with contextlib.suppress(OSError):
+                old.rmdir()
             raise
         shutil.rmtree(old, ignore_errors=True)
         staging.rmdir()

@@ -199,7 +199,7 @@ class RunLock:
                               f"{error.strerror or error}): give a folder you can write to.") from None
         try:
             flocked = _flock(fd)
-            if flocked and not _same_file(fd, self.path):  # unlinked by a releasing holder: open again
+            if flocked is not False and not _same_file(fd, self.path):  # unlinked by a releasing holder: again
                 os.close(fd)
                 return False
             holder = self._read_settled() if flocked is None else self._record_in(fd, flocked)
