@@ -195,8 +195,10 @@ CASES = {
     "a model card": Case(with_files("README.md"), says="holds an earlier model card (README.md): " + FIX),
     "eval results": Case(with_files("eval_results.json"), says="holds earlier results (eval_results.json)"),
     "a deploy export with its training form": Case(
-        with_files("model.safetensors", "config.json", "modeling_riformer.py", "training/model.safetensors"),
-        says="holds an earlier model (config.json, model.safetensors, modeling_riformer.py, training)"),
+        with_files("model.safetensors", "config.json", "modeling_riformer.py", "fused_riformer.py",
+                   "training/model.safetensors"),
+        says=("holds an earlier model (config.json, model.safetensors, fused_riformer.py, modeling_riformer.py, "
+              "training)")),
     "a deploy export with its training form, overwritten": Case(
         with_files("model.safetensors", "config.json", "modeling_riformer.py", "training/model.safetensors"),
         overwrite=True),

@@ -87,10 +87,11 @@ def hub(tmp_path_factory):
 
 # An earlier run's folder: its export, checkpoints, card and results, an INT8 graph, and the user's own entries.
 EARLIER_RUN = ("config.json", "model.safetensors", "model_int8.onnx", "checkpoint-2/model.safetensors",
-               "checkpoint-2/trainer_state.json", "trainer_state.json", "README.md", "eval_results.json")
+               "checkpoint-2/trainer_state.json", "trainer_state.json", "README.md", "eval_results.json",
+               "fused_riformer.py")
 USERS = ("notes.txt", ".git/HEAD")
 HOLDS = ("holds an earlier run (config.json, model.safetensors, model_int8.onnx, checkpoint-2, trainer_state.json, "
-         "README.md and 1 more): ")
+         "README.md and 2 more): ")
 REPLACE = "give --overwrite_output_dir to replace it (the folder then holds only the new files), or another {flag}."
 CONVERTED = {"config.json", "model.safetensors", "preprocessor_config.json"}
 RIFORMER_CODE = {"configuration_riformer.py", "modeling_riformer.py", "fused_riformer.py"}  # for trust_remote_code
@@ -157,7 +158,7 @@ for _name, _argv, _plot in (("eval", EVAL, "--confusion_matrix"), ("bench", BENC
         f"{_name}: the results file of an earlier run": Case(
             _name, "earlier run", argv=(*_argv, "--output_json", "{tmp}/out/eval_results.json"),
             says="--output_json {tmp}/out/eval_results.json is part of an earlier run (config.json, model.safetensors, "
-                 "model_int8.onnx, checkpoint-2, trainer_state.json, README.md and 1 more) in {tmp}/out: writing it "
+                 "model_int8.onnx, checkpoint-2, trainer_state.json, README.md and 2 more) in {tmp}/out: writing it "
                  "would leave that folder inconsistent: give another file name."),
         f"{_name}: a folder as --output_json": Case(_name, "earlier run", argv=(*_argv, "--output_json", "{tmp}/out"),
                                                     says="--output_json {tmp}/out is a folder: give a file name"),

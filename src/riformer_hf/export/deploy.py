@@ -26,6 +26,7 @@ from ..models.riformer.modeling_riformer import (
     reparameterize_model,
 )
 from ..safety import OVERWRITE_HELP, OutputFolder
+from ..safety.paths import temporary_path
 from .model_card import build_model_card, card_info_from_folder
 
 TRAINING_SUBFOLDER = "training"
@@ -91,7 +92,8 @@ def export_reparameterized(
     image_processor = image_processor if image_processor is not None else make_image_processor()
     save_dir = Path(save_dir).absolute()
     save_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{save_dir.name}.export-", dir=save_dir.parent))
+    staging = temporary_path(save_dir, "export")  # beside it; inside it when the parent cannot be written (a volume)
+    staging.mkdir()
     try:
         if training_form:
             model.save_pretrained(staging / TRAINING_SUBFOLDER)

@@ -321,7 +321,7 @@ def export_onnx(
         else:  # an export folder is whole: the fp32 graph, its config and the config's code beside the INT8 graph
             fp32_path = shutil.copy2(source_onnx, staging / ONNX_FILE)
             result.copied_from = source_onnx
-            for name in ("config.json", *(p.name for p in source_onnx.parent.glob("configuration_*.py"))):
+            for name in ("config.json", *(p.name for p in source_onnx.parent.glob("*.py"))):
                 if (source_onnx.parent / name).is_file():
                     shutil.copy(source_onnx.parent / name, staging / name)
         image_processor.save_pretrained(staging)

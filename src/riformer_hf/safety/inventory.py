@@ -18,7 +18,7 @@ EARLIER_WORK = tuple((kind, re.compile(name), is_dir) for kind, name, is_dir in 
     ("run", r"trainer_state\.json|training_args\.bin", False),
     ("card", r"README\.md", False),
     ("model", r"(pre)?processor_config\.json|generation_config\.json", False),
-    ("model", r"(configuration|modeling)_\w+\.py", False),
+    ("model", r"(configuration|modeling|fused)_\w+\.py", False),  # code for trust_remote_code
     ("model", r"training", True),  # the training form beside a deploy export
     ("results", r"\w*_results\.json", False),
 ))
