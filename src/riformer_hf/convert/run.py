@@ -26,8 +26,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None):
     """`riformer-convert mmpretrain|gfnet|poolformer`; returns the converted model."""
+    from transformers.utils.logging import disable_progress_bar
+
     args = build_parser().parse_args(argv)
     check_output_folder(args.output_dir)
+    disable_progress_bar()  # no "Writing model shards" bar in the report
     if args.source == "mmpretrain":
         from .mmpretrain import convert_mmpretrain_riformer
 
@@ -41,10 +44,12 @@ def main(argv: list[str] | None = None):
 
         model = convert_poolformer(args.model_name_or_path, args.output_dir, args.drop_path_rate)
     config = model.config
-    form = "deploy" if getattr(config, "reparameterized", False) else "training"
+    form = ""
+    if config.model_type == "riformer":
+        form = f"{'deploy' if config.reparameterized else 'training'} form, "
     print(
         f"{type(model).__name__}: depths {tuple(config.depths)}, hidden sizes {tuple(config.hidden_sizes)}, "
-        f"{config.num_labels} labels, {form} form, {model.num_parameters():,} parameters → {args.output_dir}"
+        f"{config.num_labels} labels, {form}{model.num_parameters():,} parameters → {args.output_dir}"
     )
     return model
 
