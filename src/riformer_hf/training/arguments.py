@@ -73,8 +73,9 @@ class ModelArguments:
         default=None,
         metadata={"help": "The model to train, from a folder or Hub id: a RIFormer (training form) to continue, or any "
                   "image classifier AutoModelForImageClassification loads (PoolFormer, GFNet, ...) to fine-tune as a "
-                  "teacher on these labels; its head is re-initialised when its classes are not the dataset's (the "
-                  "log names the tensors). Such a model is exported as it is, with its image processor."},
+                  "teacher on these labels; its head is re-initialised when it predicts another number of classes "
+                  "than the dataset has (the log names the tensors). Such a model is exported as it is, with its "
+                  "image processor."},
     )
     model_type: str | None = field(
         default=None,
