@@ -34,9 +34,26 @@ _EXPORT_FILE = re.compile(r"(config\.json|preprocessor_config\.json|README\.md|m
 STALE_WEIGHTS = ("model*.safetensors", "model.safetensors.index.json", "pytorch_model*.bin")
 
 
-def check_model_folder(model_dir) -> str | None:
-    """The `model_type` of a model folder (written by `save_pretrained`, an export or a Trainer checkpoint); a
-    `MissingInputError` when it has no config.json."""
+def load_riformer(model_dir) -> RIFormerPreTrainedModel:
+    """A RIFormer folder written by `save_pretrained`, an export or a Trainer checkpoint, in the form it was saved."""
+    config_file = Path(model_dir) / "config.json"
+    if not config_file.is_file():
+        raise MissingInputError(
+            f"{model_dir} has no config.json: pass a folder written by `save_pretrained`, an export or a Trainer "
+            "checkpoint."
+        )
+    config = json.loads(config_file.read_text())
+    if config.get("model_type") != "riformer":
+        raise UserError(
+            f"{model_dir} holds a {config.get('model_type')!r} model, not a RIFormer (config.json model_type "
+            "'riformer'): pass a RIFormer folder, or convert the checkpoint first (riformer-convert)."
+        )
+    name = (config.get("architectures") or ["RIFormerForImageClassification"])[0]
+    return getattr(modeling_riformer, name, RIFormerForImageClassification).from_pretrained(model_dir)
+
+
+def folder_model_type(model_dir) -> str | None:
+    """The `model_type` in a model folder's config.json (a `MissingInputError` when it has none)."""
     config_file = Path(model_dir) / "config.json"
     if not config_file.is_file():
         raise MissingInputError(
@@ -47,19 +64,6 @@ def check_model_folder(model_dir) -> str | None:
         return json.loads(config_file.read_text()).get("model_type")
     except (ValueError, AttributeError) as error:
         raise UserError(f"{config_file} is not a JSON config ({error}): pass a model folder.") from None
-
-
-def load_riformer(model_dir) -> RIFormerPreTrainedModel:
-    """A RIFormer folder written by `save_pretrained`, an export or a Trainer checkpoint, in the form it was saved."""
-    model_type = check_model_folder(model_dir)
-    config = json.loads((Path(model_dir) / "config.json").read_text())
-    if model_type != "riformer":
-        raise UserError(
-            f"{model_dir} holds a {config.get('model_type')!r} model, not a RIFormer (config.json model_type "
-            "'riformer'): pass a RIFormer folder, or convert the checkpoint first (riformer-convert)."
-        )
-    name = (config.get("architectures") or ["RIFormerForImageClassification"])[0]
-    return getattr(modeling_riformer, name, RIFormerForImageClassification).from_pretrained(model_dir)
 
 
 def export_reparameterized(
@@ -182,10 +186,10 @@ def main(argv: list[str] | None = None) -> Path:
 __all__ = [
     "STALE_WEIGHTS",
     "TRAINING_SUBFOLDER",
-    "check_model_folder",
     "check_output_folder",
     "export_files",
     "export_reparameterized",
+    "folder_model_type",
     "load_riformer",
     "main",
 ]

@@ -147,9 +147,9 @@ def push_model_folder(model_dir, repo_id: str, *, token=None, private=None, revi
     """Push a saved model folder: a RIFormer's deploy export (`push_reparameterized`: a training-form folder is
     folded first), or any other image classifier as it is: its weights, config, image processor, code and model card
     (written from the folder when it has none). Returns the CommitInfo; raises `HubPushError` when the Hub fails."""
-    from .deploy import check_model_folder
+    from .deploy import folder_model_type
 
-    model_type = check_model_folder(model_dir)
+    model_type = folder_model_type(model_dir)
     if model_type == "riformer":
         return push_reparameterized(
             model_dir, repo_id, token=token, private=private, revision=revision, commit_message=commit_message,
