@@ -139,10 +139,12 @@ def test_uniform_magnitudes_and_mmax():
     raw = np.array([op.raw_magnitude for _ in range(3000) for op in uniform.draw()])
     assert raw.min() >= 0 and raw.max() <= 9
     assert abs(raw.mean() - 4.5) < SIGMAS * (9 / math.sqrt(12)) / math.sqrt(raw.size)
-    high = RandAugment.from_string("rand-m15-mstd1-mmax12-p1")
+    high = RandAugment.from_string("rand-m11.5-mstd1-mmax12-p1")
     torch.manual_seed(3)
     magnitudes = [op.magnitude for _ in range(200) for op in high.draw()]
-    assert max(magnitudes) == 12.0 and min(magnitudes) > 10
+    assert max(magnitudes) == 12.0 and sum(m > 10 for m in magnitudes) > 200  # mmax moves the clip beyond 10
+    with pytest.raises(ValueError, match=r"magnitude \(m\) must be at most mmax 12 .*got 15.0"):
+        RandAugment.from_string("rand-m15-mstd1-mmax12-p1")  # would act as m12: refused, not clipped silently
 
 
 def test_signs_and_resampling_are_fair_coins(recipe_draws):
@@ -281,7 +283,7 @@ def test_recipe_policy_fills_geometric_operations_with_the_given_colour():
 
 def test_train_transform_runs_rand_augment_after_crop_and_flip():
     augment = RandAugment.from_string(RECIPE, fill=fill_from_mean(IMAGENET_MEAN))
-    transform = TrainTransform(24, scale=(0.3, 1.0), hflip=0.5, rand_augment=augment)
+    transform = TrainTransform(24, scale=(0.3, 1.0), hflip=0.5, rand_augment=augment, interpolation="bicubic")
     image = noise_image(60, 45)
     for seed in range(6):
         torch.manual_seed(seed)
@@ -292,7 +294,8 @@ def test_train_transform_runs_rand_augment_after_crop_and_flip():
             cropped = cropped.transpose(Image.FLIP_LEFT_RIGHT)
         assert torch.equal(out, to_tensor(augment(cropped), transform.mean, transform.std))
     # colour jitter is not used with RandAugment: same random numbers, same output
-    jittered = TrainTransform(24, scale=(0.3, 1.0), hflip=0.5, rand_augment=augment, color_jitter=0.4)
+    jittered = TrainTransform(24, scale=(0.3, 1.0), hflip=0.5, rand_augment=augment, color_jitter=0.4,
+                              interpolation="bicubic")
     torch.manual_seed(9)
     first = transform(image)
     torch.manual_seed(9)
@@ -317,7 +320,7 @@ def test_color_jitter_factors_are_uniform_in_range():
         TrainTransform(color_jitter=-0.1)
     torch.manual_seed(2)
     state = torch.get_rng_state()
-    TrainTransform(8, scale=(1.0, 1.0), hflip=0.0, color_jitter=0.0)(image)
+    TrainTransform(8, scale=(1.0, 1.0), hflip=0.0, color_jitter=0.0, interpolation="bicubic")(image)
     assert torch.equal(state, torch.get_rng_state())
 
 
@@ -409,3 +412,48 @@ def test_soak_20000_images_through_the_recipe_transform_never_raises():
         tensor = transform(sources[index % len(sources)])
         assert tensor.shape == (3, 24, 24)
     assert no_bits >= 5  # expected ≈ 2 ops × 1/15 × p 0.5 × P(N(9, 0.5²) ≥ 10) × 20,000 ≈ 30
+
+
+# ---- one interpolation policy for the crop and RandAugment's geometric operations ----
+
+GEOMETRIC = {"Rotate", "ShearX", "ShearY", "TranslateXRel", "TranslateYRel"}
+
+
+def crop_and_operation_filters(interpolation: str, images: int, monkeypatch) -> tuple[list, list]:
+    """The resampling filter of every crop resize and of every applied geometric RandAugment operation."""
+    crops, operations = [], []
+    resize = Image.Image.resize
+    monkeypatch.setattr(Image.Image, "resize", lambda self, size, resample=None, box=None, **kw: crops.append(
+        resample) or resize(self, size, resample, box, **kw))
+
+    class Recording(RandAugment):
+        def draw(self):
+            drawn = super().draw()
+            operations.extend(op.resample for op in drawn if op.applied and op.name in GEOMETRIC)
+            return drawn
+
+    augment = Recording(parse_rand_augment("rand-m9-n2-p1-inc1"), interpolation=interpolation)
+    transform = TrainTransform(16, scale=(0.3, 1.0), rand_augment=augment, interpolation=interpolation)
+    torch.manual_seed(0)
+    source = noise_image(30, 20)
+    for _ in range(images):
+        transform(source)
+    return crops, operations
+
+
+@pytest.mark.parametrize("interpolation,expected", [("bilinear", Image.Resampling.BILINEAR),
+                                                    ("bicubic", Image.Resampling.BICUBIC)])
+def test_a_fixed_interpolation_resamples_the_crop_and_every_geometric_operation(interpolation, expected, monkeypatch):
+    crops, operations = crop_and_operation_filters(interpolation, 300, monkeypatch)
+    assert len(crops) == 300 and len(operations) > 100
+    assert set(crops) == set(operations) == {expected}
+
+
+def test_random_interpolation_draws_bilinear_or_bicubic_evenly_for_both(monkeypatch):
+    crops, operations = crop_and_operation_filters("random", 2000, monkeypatch)
+    for filters in (crops, operations):
+        assert set(filters) == {Image.Resampling.BILINEAR, Image.Resampling.BICUBIC}
+        share = sum(f == Image.Resampling.BICUBIC for f in filters) / len(filters)
+        assert abs(share - 0.5) <= SIGMAS * math.sqrt(0.25 / len(filters)), share
+    with pytest.raises(ValueError, match="interpolation 'nearest'"):
+        TrainTransform(interpolation="nearest")

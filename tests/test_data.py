@@ -18,7 +18,7 @@ from riformer_hf.training.run import main as run_training
 TINY = ["--depths", "1", "1", "1", "1", "--hidden_sizes", "8", "8", "8", "8", "--image_size", "16"]
 QUICK = ["--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "8", "--use_cpu", "--disable_tqdm",
          "true", "--save_strategy", "no", "--report_to", "none"]
-WHOLE = TrainTransform(16, scale=(1.0, 1.0), hflip=0.0)  # deterministic: the same image gives the same tensor
+WHOLE = TrainTransform(16, scale=(1.0, 1.0), hflip=0.0, interpolation="bicubic")  # the same image, the same tensor
 
 
 def image_folder(root, per_class=4, classes=("cat", "dog"), bad=True):

@@ -471,3 +471,20 @@ def test_only_the_local_main_process_probes_the_output_folder(tmp_path, monkeypa
         checks.check_output_dir(args, arguments.RunArguments())
         assert probed == expected
         assert not (tmp_path / "new").exists()  # the probe leaves a missing folder missing
+
+
+def test_an_exception_inside_pillow_during_training_is_a_bug_not_a_user_error(tmp_path, monkeypatch, capsys):
+    """Pillow 13 refusing an argument (as it refused posterize's 0 bits) is our bug: exit 1 with the traceback and a
+    line asking to report it, not a one-line `error:` that sends the user looking for a bad flag."""
+
+    def refuse(self, method):
+        raise ValueError("bits must be between or equal to 1 and 8")
+
+    monkeypatch.setattr(Image.Image, "transpose", refuse)  # the flip of every training image
+    code = cli.train(["--output_dir", str(tmp_path / "run"), *TINY, *QUICK, "--hflip", "1", "--max_steps", "1",
+                      "--save_strategy", "no"])
+    stderr = capsys.readouterr().err
+    assert code == 1
+    assert "Traceback (most recent call last)" in stderr and "ValueError: bits must be between" in stderr
+    assert "PIL" not in stderr.splitlines()[-1] and stderr.rstrip().endswith("with the traceback above.")
+    assert not stderr.startswith("error:")

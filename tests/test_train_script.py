@@ -195,12 +195,12 @@ def test_train_transform_crops_within_its_ranges_and_is_seeded():
     again = [transform(image) for _ in range(4)]
     assert all(torch.equal(a, b) for a, b in zip(first, again)) and first[0].shape == (3, 24, 24)
     assert not torch.equal(first[0], first[1])
-    whole = TrainTransform(24, scale=(1.0, 1.0), hflip=0.0)
+    whole = TrainTransform(24, scale=(1.0, 1.0), hflip=0.0, interpolation="bicubic")
     state = torch.get_rng_state()
     whole(image)
-    assert torch.equal(state, torch.get_rng_state())  # no random crop, no flip: no random numbers drawn
+    assert torch.equal(state, torch.get_rng_state())  # no crop, flip or interpolation to draw: no random numbers
     # a flip is a horizontal mirror of the same crop
-    flip = TrainTransform(24, scale=(1.0, 1.0), hflip=1.0)
+    flip = TrainTransform(24, scale=(1.0, 1.0), hflip=1.0, interpolation="bicubic")
     assert torch.equal(flip(image), whole(image).flip(-1))
 
 
@@ -220,10 +220,14 @@ def test_recipe_flag_sets_the_recipe_and_explicit_flags_override_it(tmp_path):
     assert (training.cutmix, training.reprob, training.aa) == (1.0, 0.25, "rand-m9-mstd0.5-inc1")
     assert (training.lambda_hidden, training.lambda_mixer, training.lambda_relation) == (3e-4, 5e-3, 4.0)
     assert (training.num_train_epochs, training.warmup_steps, training.lr_scheduler_type) == (600, 5 / 600, "cosine")
-    assert model_args.drop_path_rate == 0.1
+    assert (training.feature_fraction, training.relation_fraction) == (400 / 600, 100 / 600)
+    assert training.train_interpolation == "random" and model_args.drop_path_rate == 0.1
     _, model_args, training, _ = parse_args(["--output_dir", str(tmp_path), "--recipe=riformer-s12",
-                                          "--drop_path_rate", "0.0", "--num_train_epochs", "100", "--use_cpu"])
-    assert model_args.drop_path_rate == 0.0 and training.warmup_steps == 5 / 100
+                                          "--drop_path_rate", "0.0", "--num_train_epochs", "100", "--use_cpu",
+                                          "--feature_epochs", "50"])
+    # the paper's shares of whatever run it is: warm-up 5/600, relation window 100/600; an explicit window wins
+    assert model_args.drop_path_rate == 0.0 and training.warmup_steps == 5 / 600
+    assert (training.feature_epochs, training.feature_fraction, training.relation_fraction) == (50, None, 100 / 600)
     assert training.learning_rate == pytest.approx(1e-3 * 8 / 1024)
 
 
@@ -358,3 +362,28 @@ def test_shipped_accelerate_configs_load(name, machines, processes):
     assert (config.num_machines, config.num_processes) == (machines, processes)
     assert config.num_processes % config.num_machines == 0
     assert "-m riformer_hf.cli train" in (ROOT / "configs" / name).read_text()
+
+
+@pytest.mark.parametrize("length,steps", [(["--max_steps", "30"], 30), (["--num_train_epochs", "6"], 36)])
+def test_recipe_schedule_is_the_papers_share_of_the_run_and_is_logged(tmp_path, caplog, length, steps):
+    """`--recipe` on a short run: warm-up 5/600 and imitation windows 400/600, 100/600 of the run's steps (not 5,
+    400 and 100 epochs of a 6-epoch run), stated in one log block at the start and followed by the loss terms."""
+    import logging
+
+    teacher = digits_poolformer(tmp_path / "teacher")
+    with caplog.at_level(logging.INFO, logger="riformer_hf"):
+        trainer = main(["--output_dir", str(tmp_path / "run"), *TINY, *QUICK, "--recipe", "riformer-s12",
+                        "--teacher_model", str(teacher), "--save_strategy", "no", "--logging_steps", "1",
+                        "--do_train", *length])
+    assert trainer.state.max_steps == steps
+    (block,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Training schedule")]
+    feature, relation = -(-2 * steps // 3), -(-steps // 6)
+    for line in (f"length: {steps} optimizer steps", "effective batch: 8 = 8 per device × 1 accumulation",
+                 "learning rate: 7.81e-06 = 1e-3 × 8 / 1024 (the recipe's linear scaling; a small batch",
+                 f"warm-up: {-(-steps // 120)} step(s) (0.008333 of the run)",
+                 f"feature imitation (hidden, mixer): the first {feature} steps (0.6667 of the run)",
+                 f"relation imitation: the first {relation} steps (0.1667 of the run)"):
+        assert line in block, (line, block)
+    logged = [entry for entry in trainer.state.log_history if "loss" in entry]
+    assert [("loss_hidden" in e, "loss_relation" in e) for e in logged] == [
+        (step < feature, step < relation) for step in range(steps)]

@@ -506,13 +506,14 @@ def test_recipe_sets_the_paper_recipe_and_explicit_values_win(tmp_path):
     assert s12.lr_scheduler_type == "cosine" and s12.optim == "adamw_torch" and s12.warmup_steps == 5 / 600
     assert (s12.distillation_type, s12.distillation_alpha) == ("soft", 1.0)
     assert (s12.lambda_hidden, s12.lambda_mixer, s12.lambda_relation) == (1e-4, 1e-3, 1.0)
-    assert (s12.feature_epochs, s12.relation_epochs, s12.imitation_layers) == (400, 100, None)  # None: 4 layers
+    assert (s12.feature_epochs, s12.relation_epochs, s12.imitation_layers) == (None, None, None)  # None: 4 layers
+    assert (s12.feature_fraction, s12.relation_fraction, s12.train_interpolation) == (2 / 3, 1 / 6, "random")
     assert (s12.aa, s12.mixup, s12.cutmix, s12.mixup_prob, s12.mixup_switch_prob, s12.reprob) == (
         "rand-m9-mstd0.5-inc1", 0.8, 1.0, 1.0, 0.5, 0.25)
     assert s12.label_smoothing_factor == 0.1 and s12.mixes_batches
     s24 = args(tmp_path, recipe="riformer-s24", weight_decay=0.02, num_train_epochs=300, mixup=0.0)
     assert (s24.lambda_hidden, s24.lambda_mixer, s24.lambda_relation) == (3e-4, 5e-3, 4.0)
-    assert (s24.weight_decay, s24.num_train_epochs, s24.warmup_steps) == (0.02, 300, 5 / 300)
+    assert (s24.weight_decay, s24.num_train_epochs, s24.warmup_steps) == (0.02, 300, 5 / 600)
     assert s24.mixup == 0.8  # 0.0 is the field's default: the Python API cannot tell it from unset (the CLI can)
     from riformer_hf.distillation.recipes import RECIPES
 

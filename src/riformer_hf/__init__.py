@@ -11,6 +11,7 @@ card, Hub, ONNX), `convert` (published checkpoints, PoolFormer → RIFormer), `e
 import importlib
 
 from . import registration
+from ._lazy import lazy_attributes
 
 __version__ = "0.3.0"
 
@@ -35,20 +36,22 @@ _LAZY = {
     "push_reparameterized": "export.hub",
     "UserError": "errors",
 }
-_SUBMODULES = ("benchmarks", "cli", "convert", "data", "distillation", "errors", "evaluation", "export", "models",
-               "timing", "training")
+_SUBMODULES = (
+    "benchmarks", "cli", "convert", "data", "distillation", "errors", "evaluation", "export", "loading", "models",
+    "timing", "training",
+)
 
 registration.install()
 
 
+_lazy_attribute = lazy_attributes(__name__, _LAZY)
+
+
 def __getattr__(name: str):
-    if name in _LAZY:
-        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-        globals()[name] = value
-        return value
     if name in _SUBMODULES:
         return importlib.import_module(f".{name}", __name__)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = globals()[name] = _lazy_attribute(name)
+    return value
 
 
 def __dir__() -> list[str]:

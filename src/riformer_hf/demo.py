@@ -11,6 +11,7 @@ import argparse
 import statistics
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -25,6 +26,7 @@ from transformers import (
 from .convert.poolformer import from_poolformer
 from .data import ProcessorTransform, TrainTransform, digits_dataset, make_image_processor, with_image_transform
 from .distillation import RIFormerDistillationTrainer, RIFormerTrainingArguments
+from .errors import OutputError, UserError
 from .models.riformer import RIFormerConfig, RIFormerForImageClassification, reparameterize_model
 from .timing import time_interleaved
 
@@ -127,7 +129,7 @@ def run_demo(seed: int = 0, teacher_epochs: int = 30, student_epochs: int = 16, 
         return RIFormerForImageClassification(config)
 
     soft = {"distillation_type": "soft", "distillation_alpha": 1.0}
-    windows = {"feature_epochs": student_epochs * FEATURE_SHARE, "relation_epochs": student_epochs * RELATION_SHARE}
+    windows = {"feature_fraction": FEATURE_SHARE, "relation_fraction": RELATION_SHARE}
     variants = [
         ("labels only", new_student, {}),
         ("soft KD", new_student, soft),
@@ -201,8 +203,19 @@ def format_table(rows: list[Row], student_epochs: int, int8: Int8Result | None =
     return "\n".join(lines)
 
 
+def check_arguments(args) -> None:
+    """Every value the demo takes, checked before the first epoch."""
+    for flag in ("teacher_epochs", "student_epochs", "threads"):
+        value = getattr(args, flag)
+        if value < 1:
+            raise UserError(f"--{flag} {value}: must be at least 1.")
+    if Path(args.output_dir).exists() and not Path(args.output_dir).is_dir():
+        raise OutputError(f"--output_dir {args.output_dir} is a file: give a folder for the demo's scratch files.")
+
+
 def main(argv=None) -> list[Row]:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="riformer-demo", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--teacher_epochs", type=int, default=30)
     parser.add_argument("--student_epochs", type=int, default=16)
@@ -213,6 +226,7 @@ def main(argv=None) -> list[Row]:
     )
     parser.add_argument("--output_dir", default="riformer-demo", help="scratch folder of the Trainer")
     args = parser.parse_args(argv)
+    check_arguments(args)
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
     rows, int8 = run_demo(args.seed, args.teacher_epochs, args.student_epochs, args.output_dir)

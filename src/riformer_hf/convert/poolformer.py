@@ -11,6 +11,7 @@ from transformers import PoolFormerConfig, PoolFormerForImageClassification
 from transformers.utils import logging
 
 from ..errors import MissingInputError, UserError
+from ..loading import load_pretrained
 from ..models.riformer import RIFormerConfig, RIFormerForImageClassification
 
 logger = logging.get_logger(__name__)
@@ -65,7 +66,7 @@ def load_poolformer(name_or_path, flag: str = "--model_name_or_path") -> PoolFor
             f"{flag} {name_or_path} holds a {model_type!r} model, not a PoolFormer (config.json model_type "
             "'poolformer'): give a transformers PoolFormer image classifier."
         )
-    return PoolFormerForImageClassification.from_pretrained(name_or_path)
+    return load_pretrained(PoolFormerForImageClassification, name_or_path, flag)
 
 
 def from_poolformer(poolformer_or_path, *, id2label=None, label2id=None, **config_overrides

@@ -28,6 +28,14 @@ SPEC_FORMAT = (
 )
 
 _RESAMPLE_CHOICES = (Image.Resampling.BILINEAR, Image.Resampling.BICUBIC)
+# timm's `--train-interpolation` names: "random" draws bilinear or bicubic per use, the others fix one.
+INTERPOLATIONS = {"random": None, "bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
+
+
+def choose_resample(interpolation: str) -> int:
+    """The PIL filter for one use under `interpolation` (a draw from torch's RNG for "random")."""
+    fixed = INTERPOLATIONS[interpolation]
+    return fixed if fixed is not None else _RESAMPLE_CHOICES[int(torch.rand(()).item() < 0.5)]
 
 
 def _affine(image, matrix, resample, fill):
@@ -152,6 +160,9 @@ class RandAugmentConfig:
             ("magnitude_std", "mstd", self.magnitude_std >= 0, "a number ≥ 0"),
             ("magnitude_max", "mmax", self.magnitude_max > 0, "a number > 0"),
             ("prob", "p", 0 <= self.prob <= 1, "a probability in [0, 1]"),
+            ("magnitude", "m", self.magnitude <= self.magnitude_max,
+             (f"at most mmax {self.magnitude_max:g} (magnitudes are clipped to [0, mmax], so it would act as "
+              f"m{self.magnitude_max:g}); lower m, or raise mmax")),
         )
         for field, key, ok, expected in checks:
             if not ok:
@@ -232,21 +243,24 @@ def _uniform() -> float:
 @dataclass(frozen=True)
 class RandAugment:
     """RandAugment on PIL images (converted to RGB by `to_rgb`); geometric operations fill with `fill` (the mean
-    pixel, round(255 · mean))."""
+    pixel, round(255 · mean)) and resample with `interpolation` ("random": bilinear or bicubic, drawn per operation)."""
 
     config: RandAugmentConfig = RandAugmentConfig()
     fill: tuple[int, int, int] = DEFAULT_FILL
+    interpolation: str = "random"
 
     def __post_init__(self):
         fill = tuple(self.fill)
         if len(fill) != 3 or not all(isinstance(v, int) and 0 <= v <= 255 for v in fill):
             raise UserError(f"RandAugment fill must be three integers in [0, 255] (an RGB pixel); got {self.fill!r}.")
+        if self.interpolation not in INTERPOLATIONS:
+            raise UserError(f"interpolation {self.interpolation!r}: choose one of {', '.join(INTERPOLATIONS)}.")
         object.__setattr__(self, "fill", fill)
 
     @classmethod
-    def from_string(cls, spec: str, fill=DEFAULT_FILL) -> "RandAugment":
+    def from_string(cls, spec: str, fill=DEFAULT_FILL, interpolation: str = "random") -> "RandAugment":
         """RandAugment for a timm-style policy string, e.g. `RandAugment.from_string("rand-m9-mstd0.5-inc1")`."""
-        return cls(parse_rand_augment(spec), fill)
+        return cls(parse_rand_augment(spec), fill, interpolation)
 
     def draw(self) -> list[DrawnOperation]:
         """The random choices for one image, in the order they are applied."""
@@ -265,7 +279,7 @@ class RandAugment:
                 raw = config.magnitude
             operation = _OPERATIONS[name]
             negate = operation.signed and _uniform() < 0.5
-            resample = _RESAMPLE_CHOICES[int(_uniform() < 0.5)] if operation.geometric else None
+            resample = choose_resample(self.interpolation) if operation.geometric else None
             magnitude = min(max(raw, 0.0), config.magnitude_max)
             drawn.append(DrawnOperation(name, True, raw, magnitude, negate, resample))
         return drawn
@@ -288,12 +302,14 @@ def fill_from_mean(mean) -> tuple[int, int, int]:
 
 
 __all__ = [
+    "INTERPOLATIONS",
     "RAND_INCREASING_OPERATIONS",
     "RAND_OPERATIONS",
     "DrawnOperation",
     "RandAugment",
     "RandAugmentConfig",
     "apply_operation",
+    "choose_resample",
     "fill_from_mean",
     "operation_argument",
     "parse_rand_augment",

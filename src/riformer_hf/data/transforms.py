@@ -20,7 +20,7 @@ from transformers.utils import logging
 from ..errors import UserError
 from .image_modes import to_rgb
 from .preprocessing import IMAGENET_MEAN, IMAGENET_STD, processor_spec
-from .rand_augment import RandAugment
+from .rand_augment import INTERPOLATIONS, RandAugment, choose_resample
 
 logger = logging.get_logger(__name__)
 
@@ -42,11 +42,12 @@ def _normalisation(mean: tuple[float, ...], std: tuple[float, ...]) -> tuple[tor
 
 @dataclass
 class TrainTransform:
-    """Training augmentation: random-resized crop (area fraction in `scale`, aspect ratio in `ratio`), bicubic resize
-    to `image_size`², horizontal flip with probability `hflip`, then `rand_augment` or, without it, colour jitter of
-    strength `color_jitter` (brightness, contrast and saturation factors uniform in [max(0, 1 − s), 1 + s], in random
-    order), normalisation. Draws from torch's global RNG (seeded by Trainer); with `scale=(1, 1)`, `hflip=0` and no
-    RandAugment or jitter it draws nothing and resizes the whole image."""
+    """Training augmentation: random-resized crop (area fraction in `scale`, aspect ratio in `ratio`) resized to
+    `image_size`² with `interpolation` (timm's names: "random" draws bilinear or bicubic per image, the paper's; or
+    "bicubic", "bilinear"), horizontal flip with probability `hflip`, then `rand_augment` or, without it, colour jitter
+    of strength `color_jitter` (brightness, contrast and saturation factors uniform in [max(0, 1 − s), 1 + s], in
+    random order), normalisation. Draws from torch's global RNG (seeded by Trainer); with `scale=(1, 1)`, `hflip=0`, a
+    fixed interpolation and no RandAugment or jitter it draws nothing and resizes the whole image."""
 
     image_size: int = 224
     scale: tuple[float, float] = (0.08, 1.0)
@@ -56,8 +57,11 @@ class TrainTransform:
     std: tuple[float, ...] = IMAGENET_STD
     rand_augment: RandAugment | None = None
     color_jitter: float | None = None
+    interpolation: str = "random"
 
     def __post_init__(self):
+        if self.interpolation not in INTERPOLATIONS:
+            raise UserError(f"interpolation {self.interpolation!r}: choose one of {', '.join(INTERPOLATIONS)}.")
         if self.color_jitter is not None and not self.color_jitter >= 0:
             raise UserError(f"color_jitter must be a strength ≥ 0 (0.4 is usual); got {self.color_jitter!r}.")
 
@@ -93,7 +97,7 @@ class TrainTransform:
     def __call__(self, image: PILImage.Image) -> torch.Tensor:
         image = to_rgb(image)
         box = None if self.scale[0] >= 1.0 else self.crop_box(*image.size)  # scale (1, 1): the whole image
-        image = image.resize((self.image_size, self.image_size), PILImage.BICUBIC, box=box)
+        image = image.resize((self.image_size, self.image_size), choose_resample(self.interpolation), box=box)
         if self.hflip > 0 and torch.rand(1).item() < self.hflip:
             image = image.transpose(PILImage.FLIP_LEFT_RIGHT)
         if self.rand_augment is not None:
@@ -137,9 +141,9 @@ def _where(value, index: int, split: str) -> str:
     return f"at index {index} of the {split} set" + (f" ({size} bytes, no file name)" if size is not None else "")
 
 
-class _ImageDecoder:
+class ImageDecoder:
     """Decodes one stored image (path / bytes / PIL image) as the dataset's `Image` feature would, naming the file or
-    index when it cannot; with `skip_bad_images`, logs each bad image once (per process) instead."""
+    index when it cannot; with `skip_bad_images`, logs each bad image once (per process) and returns None instead."""
 
     def __init__(self, feature, split: str, skip_bad_images: bool):
         self.feature = Image(mode=getattr(feature, "mode", None))
@@ -163,7 +167,7 @@ class _ImageDecoder:
             return None
 
 
-def _undecoded(dataset, image_column: str):
+def undecoded(dataset, image_column: str):
     """`dataset` with its image column left undecoded (so that bad files can be named), and that column's feature."""
     features = getattr(dataset, "features", None) or {}
     feature = features.get(image_column)
@@ -186,10 +190,10 @@ class TransformedImages(TorchDataset):
     def __init__(self, dataset, transform, image_column: str = "image", label_column: str = "label",
                  skip_bad_images: bool = False, split: str = "training"):
         _check_image_column(dataset.column_names, image_column)
-        self.dataset, feature = _undecoded(dataset, image_column)
+        self.dataset, feature = undecoded(dataset, image_column)
         self.transform, self.image_column, self.label_column = transform, image_column, label_column
         self.has_labels = label_column in dataset.column_names
-        self.decode = _ImageDecoder(feature, split, skip_bad_images)
+        self.decode = ImageDecoder(feature, split, skip_bad_images)
 
     @property
     def column_names(self) -> list[str]:
@@ -231,7 +235,7 @@ class _StreamedBatchTransform:
     transform: Callable[[PILImage.Image], torch.Tensor]
     image_column: str
     label_column: str
-    decode: _ImageDecoder
+    decode: ImageDecoder
 
     def __call__(self, batch: dict[str, list], indices: list[int]) -> dict[str, list]:
         _check_image_column(list(batch), self.image_column)
@@ -254,9 +258,9 @@ def with_image_transform(dataset, transform, image_column: str = "image", label_
     dropped from a stream."""
     if isinstance(dataset, IterableDataset):
         _check_image_column(dataset.column_names, image_column)
-        stream, feature = _undecoded(dataset, image_column)
+        stream, feature = undecoded(dataset, image_column)
         function = _StreamedBatchTransform(
-            transform, image_column, label_column, _ImageDecoder(feature, split, skip_bad_images)
+            transform, image_column, label_column, ImageDecoder(feature, split, skip_bad_images)
         )
         return stream.map(function, batched=True, with_indices=True,
                           remove_columns=stream.column_names or [image_column, label_column])
@@ -264,11 +268,13 @@ def with_image_transform(dataset, transform, image_column: str = "image", label_
 
 
 __all__ = [
+    "ImageDecoder",
     "ProcessorTransform",
     "TrainTransform",
     "TransformedImages",
     "UnreadableImageError",
     "jitter_colors",
     "to_tensor",
+    "undecoded",
     "with_image_transform",
 ]

@@ -11,6 +11,7 @@ from ..errors import UserError
 from .recipes import check_recipe, recipe_help, recipe_training_values
 
 DISTILLATION_TYPES = ("none", "soft", "hard")
+INTERPOLATIONS = ("random", "bicubic", "bilinear")
 LOSS_TERMS = ("ce", "kd", "hidden", "mixer", "relation")
 IMITATION_TERMS = ("hidden", "mixer", "relation")
 
@@ -68,11 +69,21 @@ class RIFormerRecipeArguments:
     )
     feature_epochs: float | None = field(
         default=None,
-        metadata={"help": "Apply the hidden and mixer terms during the first N epochs only (paper: 400 of 600)."},
+        metadata={"help": "Apply the hidden and mixer terms during the first N epochs only (or --feature_fraction)."},
     )
     relation_epochs: float | None = field(
         default=None,
-        metadata={"help": "Apply the relation term during the first N epochs only (paper: 100 of 600)."},
+        metadata={"help": "Apply the relation term during the first N epochs only (or --relation_fraction)."},
+    )
+    feature_fraction: float | None = field(
+        default=None,
+        metadata={"help": "Apply the hidden and mixer terms during this first share of the training steps (paper: "
+                  "400 of 600 epochs = 2/3; the recipe's)."},
+    )
+    relation_fraction: float | None = field(
+        default=None,
+        metadata={"help": "Apply the relation term during this first share of the training steps (paper: 100 of 600 "
+                  "epochs = 1/6; the recipe's)."},
     )
 
     recipe: str | None = field(default=None, metadata={"help": recipe_help()})
@@ -80,6 +91,12 @@ class RIFormerRecipeArguments:
         default=None,
         metadata={"help": "RandAugment policy in timm's format, per training image (the recipe: rand-m9-mstd0.5-inc1 = "
                   "2 ops of magnitude 9, σ 0.5, increasing set); 'none' turns it off."},
+    )
+    train_interpolation: str = field(
+        default="random",
+        metadata={"help": "Resampling of the random-resized crop and of RandAugment's geometric operations (timm's "
+                  "--train-interpolation): random (bilinear or bicubic, drawn per image and per operation; the "
+                  "paper's), bicubic or bilinear.", "choices": list(INTERPOLATIONS)},
     )
     color_jitter: float | None = field(
         default=None,
@@ -157,6 +174,18 @@ class RIFormerTrainingArguments(TrainingArguments, RIFormerRecipeArguments):
             value = getattr(self, name)
             if value is not None and value < 0:
                 raise UserError(f"{name} must be non-negative; got {value}.")
+        for window in ("feature", "relation"):
+            epochs, fraction = getattr(self, f"{window}_epochs"), getattr(self, f"{window}_fraction")
+            _check_range(f"{window}_fraction", fraction, 0.0, 1.0, "a share of the training steps")
+            if epochs is not None and fraction is not None:
+                raise UserError(
+                    f"--{window}_epochs {epochs} and --{window}_fraction {fraction} both set the {window} imitation "
+                    "window: give one."
+                )
+        if self.train_interpolation not in INTERPOLATIONS:
+            raise UserError(
+                f"--train_interpolation {self.train_interpolation!r}: choose one of {', '.join(INTERPOLATIONS)}."
+            )
         if self.imitation_layers is not None and len(set(self.imitation_layers)) != len(self.imitation_layers):
             raise UserError(f"imitation_layers lists a block twice: {self.imitation_layers}.")
         if not self.use_cpu and int(os.environ.get("WORLD_SIZE", "1")) > 1 and not has_accelerator():
@@ -170,12 +199,16 @@ class RIFormerTrainingArguments(TrainingArguments, RIFormerRecipeArguments):
             kept = {name for name, default in defaults.items() if getattr(self, name) != default}
         else:
             kept = set(self.recipe_overrides)
-        epochs = self.num_train_epochs if "num_train_epochs" in kept else None
-        processes = int(os.environ.get("WORLD_SIZE", "1"))
-        batch = self.per_device_train_batch_size * self.gradient_accumulation_steps * processes
-        for name, value in recipe_training_values(self.recipe, batch, epochs).items():
+        kept |= {f"{window}_fraction" for window in ("feature", "relation") if f"{window}_epochs" in kept}
+        for name, value in recipe_training_values(self.recipe, self.effective_batch_size).items():
             if name not in kept:
                 setattr(self, name, value)
+
+    @property
+    def effective_batch_size(self) -> int:
+        """Images per optimizer step: per-device batch × accumulation × processes (`WORLD_SIZE` before the launch)."""
+        processes = int(os.environ.get("WORLD_SIZE", "1"))
+        return self.per_device_train_batch_size * self.gradient_accumulation_steps * processes
 
     @property
     def uses_labels(self) -> bool:
@@ -192,4 +225,4 @@ class RIFormerTrainingArguments(TrainingArguments, RIFormerRecipeArguments):
         return self.mixup_prob > 0 and (self.mixup > 0 or self.cutmix > 0)
 
 
-__all__ = ["DISTILLATION_TYPES", "IMITATION_TERMS", "LOSS_TERMS", "RIFormerTrainingArguments"]
+__all__ = ["DISTILLATION_TYPES", "IMITATION_TERMS", "INTERPOLATIONS", "LOSS_TERMS", "RIFormerTrainingArguments"]

@@ -15,12 +15,13 @@ over the imitated blocks. Every term is logged on its own: `loss_ce`, `loss_kd`,
 in evaluation.
 """
 
+import math
 from collections.abc import Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import Trainer
+from transformers import Trainer, TrainerCallback
 from transformers.modeling_outputs import ImageClassifierOutputWithNoAttention
 from transformers.utils import logging
 
@@ -37,6 +38,7 @@ from .losses import (
     soft_distillation_loss,
     soft_target_cross_entropy,
 )
+from .recipes import recipe_learning_rate
 from .teacher_inputs import TeacherInputConverter, as_spec, describe, same_preprocessing
 from .teachers import PoolFormerImitationAdapter, check_isomorphic, default_imitation_blocks, is_isomorphic
 
@@ -91,6 +93,54 @@ def _check_dataset(dataset, split: str, needs_labels: bool, label_names) -> None
             f"The {split} dataset has no label column (columns: {', '.join(map(str, columns))}), but {reason}. Add a "
             "`label` column" + ("" if split == "eval" else ", or train label-free with distillation_alpha=1.0") + "."
         )
+
+
+def imitation_window(args, term: str) -> tuple[float | None, float | None]:
+    """(epochs, fraction of the steps) during which imitation term `term` applies; (None, None): all of training."""
+    window = "relation" if term == "relation" else "feature"
+    return getattr(args, f"{window}_epochs"), getattr(args, f"{window}_fraction")
+
+
+class ScheduleReport(TrainerCallback):
+    """Logs, when training starts, the schedule the run will really follow: its length, effective batch, learning
+    rate (and how the recipe scaled it), warm-up and the imitation windows, in steps."""
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            logger.info(describe_schedule(args, state.max_steps, state.num_train_epochs))
+
+
+def describe_schedule(args, max_steps: int, epochs: float) -> str:
+    """The schedule block `ScheduleReport` logs (see there)."""
+    processes = args.world_size
+    batch = args.per_device_train_batch_size * args.gradient_accumulation_steps * processes
+    length = f"--max_steps {max_steps}" if args.max_steps > 0 else f"{args.num_train_epochs:g} epochs"
+    lines = [
+        f"Training schedule{f' (recipe {args.recipe})' if args.recipe else ''}:",
+        f"  length: {max_steps} optimizer steps ({length}; {epochs:g} epochs)",
+        (f"  effective batch: {batch} = {args.per_device_train_batch_size} per device × "
+         f"{args.gradient_accumulation_steps} accumulation × {processes} process(es)"),
+    ]
+    rate = f"  learning rate: {args.learning_rate:.3g}"
+    if args.recipe and abs(args.learning_rate - recipe_learning_rate(batch)) <= 1e-12:
+        rate += f" = 1e-3 × {batch} / 1024 (the recipe's linear scaling"
+        rate += "; a small batch gets a small rate: --learning_rate sets one)" if batch < 256 else ")"
+    lines.append(rate + f", {args.lr_scheduler_type} schedule")
+    warmup = args.get_warmup_steps(max_steps)
+    share = f" ({args.warmup_steps:.4g} of the run)" if 0 < args.warmup_steps < 1 else ""
+    lines.append(f"  warm-up: {warmup} step(s){share}")
+    for title, term in (("feature imitation (hidden, mixer)", "hidden"), ("relation imitation", "relation")):
+        weights = [args.imitation_weights[t] for t in (("hidden", "mixer") if term == "hidden" else ("relation",))]
+        if not any(weights):
+            continue
+        epochs_window, fraction = imitation_window(args, term)
+        if epochs_window is not None:
+            lines.append(f"  {title}: the first {epochs_window:g} epochs")
+        elif fraction is not None:
+            lines.append(f"  {title}: the first {math.ceil(fraction * max_steps)} steps ({fraction:.4g} of the run)")
+        else:
+            lines.append(f"  {title}: all of training")
+    return "\n".join(lines)
 
 
 class RIFormerDistillationTrainer(SafeCheckpointMixin, ReparameterizedExportMixin, Trainer):
@@ -148,6 +198,7 @@ class RIFormerDistillationTrainer(SafeCheckpointMixin, ReparameterizedExportMixi
         # Count the images of every accumulated batch (Trainer does so only for models that take loss kwargs), so that
         # `compute_loss` normalises by the whole batch: exact under gradient accumulation with uneven micro-batches.
         self.model_accepts_loss_kwargs = True
+        self.add_callback(ScheduleReport())
 
         self.teacher_model = self._prepare_teacher(teacher_model)
         self.imitation_teacher = self._prepare_teacher(imitation_teacher)
@@ -266,16 +317,24 @@ class RIFormerDistillationTrainer(SafeCheckpointMixin, ReparameterizedExportMixi
     # ---- loss ----
 
     def _active_terms(self) -> set[str]:
-        """The loss terms in force at the current training progress (epoch windows of the imitation terms)."""
-        args, epoch = self.args, self.state.epoch or 0.0
+        """The loss terms in force at the current training progress (the imitation terms' windows)."""
+        args = self.args
         terms = {"ce"} if args.uses_labels else set()
         if args.distillation_type != "none":
             terms.add("kd")
-        windows = {"hidden": args.feature_epochs, "mixer": args.feature_epochs, "relation": args.relation_epochs}
         for term, weight in args.imitation_weights.items():
-            if weight > 0 and (windows[term] is None or epoch < windows[term]):
+            if weight > 0 and self._in_window(*imitation_window(args, term)):
                 terms.add(term)
         return terms
+
+    def _in_window(self, epochs: float | None, fraction: float | None) -> bool:
+        """Whether training is still inside a window of the first `epochs` epochs or `fraction` of the steps."""
+        state = self.state
+        if epochs is not None:
+            return (state.epoch or 0.0) < epochs
+        if fraction is not None and state.max_steps > 0:
+            return state.global_step < fraction * state.max_steps
+        return True
 
     @torch.no_grad()
     def _run_teachers(self, pixel_values, need_logits: bool, need_states: bool):

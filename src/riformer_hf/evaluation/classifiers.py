@@ -2,7 +2,6 @@
 processor (`classifier.processor`) and labels (`classifier.id2label`); a model folder or Hub id runs in eager PyTorch
 (`TorchClassifier`), an exported `.onnx` file (or its folder) in ONNX Runtime (`OnnxClassifier`)."""
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +9,7 @@ import torch
 
 from ..data import load_image_processor, processor_spec
 from ..errors import MissingInputError, UserError
+from ..loading import exported_graphs, load_pretrained
 
 ONNX_FILE = "model.onnx"
 
@@ -89,9 +89,14 @@ def _load_onnx(path: Path, threads: int | None) -> OnnxClassifier:
             f"No config.json beside {path}: save the model's config (its labels) in the same folder "
             "(model.config.save_pretrained)."
         )
-    id2label = json.loads(config_file.read_text()).get("id2label")
-    if not id2label:
-        raise UserError(f"{config_file} has no id2label: save the config of the exported model beside {path.name}.")
+    from transformers import PretrainedConfig
+
+    try:  # the generic config: its id2label, or transformers' default labels when the file leaves them out
+        id2label = PretrainedConfig.from_pretrained(path.parent).id2label
+    except (OSError, ValueError) as error:
+        reason = " ".join(str(error).split())
+        raise UserError(f"{config_file} cannot be read ({reason}): save the exported model's config beside it.") \
+            from None
     processor = _processor_or_error(path.parent, f"The folder of {path}")
     classifier = OnnxClassifier(path, processor, {int(i): name for i, name in id2label.items()}, threads)
     spec = processor_spec(processor)
@@ -120,9 +125,9 @@ def load_classifier(name_or_path: str, device: str = "cpu", threads: int | None 
                 f"{name_or_path} has no config.json: give a folder written by save_pretrained (either RIFormer form, "
                 "GFNet, PoolFormer, ...), a Hub id or an .onnx file."
             )
-        if (path / ONNX_FILE).is_file() and not any(path.glob("*.safetensors")) and not any(path.glob("*.bin")):
+        if ONNX_FILE in exported_graphs(path) and not any(path.glob("*.safetensors")) and not any(path.glob("*.bin")):
             return _load_onnx(path / ONNX_FILE, threads)
-        model = AutoModelForImageClassification.from_pretrained(path)
+        model = load_pretrained(AutoModelForImageClassification, path)
         return TorchClassifier(model, _processor_or_error(path, name_or_path), device)
     if name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") != 1:
         raise MissingInputError(

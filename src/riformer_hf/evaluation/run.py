@@ -29,15 +29,16 @@ from ..data.datasets import (
     resolve_split,
 )
 from ..data.image_modes import to_rgb
+from ..data.transforms import ImageDecoder, undecoded
 from ..errors import OutputError, UserError
 from .classifiers import load_classifier
 from .metrics import bootstrap_interval, confusion_matrix, hits, label_mapping, plot_confusion_matrix, top_k
 
 
 def load_split(source: ImageSource, split: str | None = None, image_size: int = 32):
-    """One labelled split (a `datasets.Dataset`) of `source` and its description in the user's words (the folder it
-    came from: a `val/` folder is not "split train"). `split` may name a split or a split folder (`val`). Without it:
-    the only split, else validation / valid / val / test (the digits: their held-out `test`)."""
+    """One labelled split (a `datasets.Dataset`) of `source`, its name and its description in the user's words (the
+    folder it came from: a `val/` folder is not "split train"). `split` may name a split or a split folder (`val`).
+    Without it: the only split, else validation / valid / val / test (the digits: their held-out `test`)."""
     data = load_image_splits(source, digits_image_size=image_size)
     if split is not None:
         split = resolve_split(data, split, source, "--split")
@@ -45,7 +46,7 @@ def load_split(source: ImageSource, split: str | None = None, image_size: int = 
         split = "test" if source.is_digits else eval_split_name(data)
     if split is None:
         raise UserError(f"The {source.describe()} has splits {', '.join(data)}: choose one with --split.")
-    return data[split], describe_split(source, split)
+    return data[split], split, describe_split(source, split)
 
 
 def dataset_labels(dataset, label_column: str) -> tuple[list[str] | None, np.ndarray]:
@@ -87,12 +88,14 @@ class EvaluationResult:
     per_class: dict[str, dict] | None = None
     confusion_matrix: list[list[int]] | None = None
     class_names: list[str] = field(default_factory=list)
+    skipped: int = 0  # unreadable images left out (`skip_bad_images`)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     def summary(self) -> str:
-        lines = [f"{self.model}: {self.dataset}, {self.images} images, {self.classes} classes"]
+        skipped = f" ({self.skipped} unreadable skipped)" if self.skipped else ""
+        lines = [f"{self.model}: {self.dataset}, {self.images} images{skipped}, {self.classes} classes"]
         for name, value, interval in (("top-1", self.top1, self.top1_interval),
                                       (f"top-{self.k}", self.topk, self.topk_interval)):
             ci = ""
@@ -110,8 +113,11 @@ class EvaluationResult:
 def evaluate_classifier(classifier, dataset, *, batch_size: int = 64, image_column: str = "image",
                         label_column: str = "label", bootstrap: int = 0, seed: int = 0, per_class: bool = False,
                         with_confusion: bool = False, progress: bool = False, name: str = "model",
-                        description: str = "dataset") -> EvaluationResult:
-    """Top-1 / top-k of `classifier` on `dataset`, preprocessed by the classifier's image processor in batches."""
+                        description: str = "dataset", split: str = "evaluation",
+                        skip_bad_images: bool = False) -> EvaluationResult:
+    """Top-1 / top-k of `classifier` on `dataset`, preprocessed by the classifier's image processor in batches. An
+    image that cannot be decoded raises `UnreadableImageError` naming its file (or its index in the `split` set); with
+    `skip_bad_images` it is logged once and left out of every figure (`skipped` counts them)."""
     from tqdm.auto import tqdm
 
     if batch_size < 1:
@@ -129,17 +135,23 @@ def evaluate_classifier(classifier, dataset, *, batch_size: int = 64, image_colu
     if mapping is not None:
         labels = mapping[labels]
     batch_size = classifier.batch_size or batch_size
-    images = dataset.select_columns([image_column])
-    logits = []
+    stored, feature = undecoded(dataset.select_columns([image_column]), image_column)
+    decode = ImageDecoder(feature, split, skip_bad_images)
+    logits, kept = [], []
     start = time.perf_counter()
     with tqdm(total=len(dataset), unit="img", disable=not progress, desc="evaluating") as bar:
         for first in range(0, len(dataset), batch_size):
-            batch = [to_rgb(image) for image in images[first:first + batch_size][image_column]]
-            # One call per batch (3× faster than image by image, same output): the saved processor as it is.
-            logits.append(classifier(classifier.processor(batch, return_tensors="pt")["pixel_values"]))
-            bar.update(len(batch))
+            values = stored[first:first + batch_size][image_column]
+            decoded = [(first + i, decode(value, first + i)) for i, value in enumerate(values)]
+            batch = [to_rgb(image) for _, image in decoded if image is not None]
+            kept += [index for index, image in decoded if image is not None]
+            if batch:  # one call per batch (3× faster than image by image, same output): the processor as it is
+                logits.append(classifier(classifier.processor(batch, return_tensors="pt")["pixel_values"]))
+            bar.update(len(values))
     seconds = time.perf_counter() - start
-    logits = np.concatenate(logits)
+    if not kept:
+        raise UserError(f"None of the {len(dataset)} images of the {description} can be read.")
+    logits, labels = np.concatenate(logits), labels[kept]
     if logits.shape[-1] != len(model_names):
         raise UserError(f"{name} returns {logits.shape[-1]} logits but its config names {len(model_names)} classes.")
     k = top_k(len(model_names))
@@ -148,7 +160,7 @@ def evaluate_classifier(classifier, dataset, *, batch_size: int = 64, image_colu
     result = EvaluationResult(
         model=name, runtime=classifier.runtime, dataset=description, images=len(labels), classes=len(model_names),
         k=k, top1=float(top1), topk=float(topk), seconds=seconds, images_per_second=len(labels) / seconds,
-        class_names=model_names,
+        class_names=model_names, skipped=len(dataset) - len(kept),
     )
     if bootstrap:
         low_high = bootstrap_interval(correct, bootstrap, seed)
@@ -195,6 +207,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     data.add_argument("--image_column", default="image")
     data.add_argument("--label_column", default="label")
     data.add_argument("--max_samples", type=int, default=None, help="evaluate the first N images only")
+    data.add_argument("--skip_bad_images", action="store_true",
+                      help="log and leave out images that cannot be decoded instead of stopping with an error naming "
+                      "the file")
     parser.add_argument("--batch_size", type=int, default=64)
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (torch and ONNX Runtime)")
@@ -229,7 +244,7 @@ def main(argv=None) -> EvaluationResult:
         raise UserError("Give exactly one of --data_dir (an image folder), --dataset_name (a Hub dataset), --digits.")
     classifier = load_classifier(args.model_name_or_path, device, args.threads)
     source = ImageSource(args.data_dir, args.dataset_name, args.dataset_config)
-    dataset, description = load_split(source, args.split, processor_spec(classifier.processor).image_size)
+    dataset, split, description = load_split(source, args.split, processor_spec(classifier.processor).image_size)
     if args.max_samples is not None:
         dataset = dataset.select(range(min(args.max_samples, len(dataset))))
     result = evaluate_classifier(
@@ -237,6 +252,7 @@ def main(argv=None) -> EvaluationResult:
         label_column=args.label_column, bootstrap=args.bootstrap, seed=args.seed, per_class=args.per_class,
         with_confusion=plot is not None, progress=progress,
         name=f"{args.model_name_or_path} ({classifier.description})", description=description,
+        split=split, skip_bad_images=args.skip_bad_images,
     )
     print(result.summary())
     if plot is not None:

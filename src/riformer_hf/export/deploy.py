@@ -18,6 +18,7 @@ from torch import nn
 
 from ..data.preprocessing import load_image_processor, make_image_processor
 from ..errors import MissingInputError, OutputError, UserError
+from ..loading import load_pretrained
 from ..models.riformer import modeling_riformer
 from ..models.riformer.modeling_riformer import (
     RIFormerForImageClassification,
@@ -34,7 +35,7 @@ _EXPORT_FILE = re.compile(r"(config\.json|preprocessor_config\.json|README\.md|m
 STALE_WEIGHTS = ("model*.safetensors", "model.safetensors.index.json", "pytorch_model*.bin")
 
 
-def load_riformer(model_dir) -> RIFormerPreTrainedModel:
+def load_riformer(model_dir, flag: str = "--model_dir") -> RIFormerPreTrainedModel:
     """A RIFormer folder written by `save_pretrained`, an export or a Trainer checkpoint, in the form it was saved."""
     config_file = Path(model_dir) / "config.json"
     if not config_file.is_file():
@@ -49,7 +50,7 @@ def load_riformer(model_dir) -> RIFormerPreTrainedModel:
             "'riformer'): pass a RIFormer folder, or convert the checkpoint first (riformer-convert)."
         )
     name = (config.get("architectures") or ["RIFormerForImageClassification"])[0]
-    return getattr(modeling_riformer, name, RIFormerForImageClassification).from_pretrained(model_dir)
+    return load_pretrained(getattr(modeling_riformer, name, RIFormerForImageClassification), model_dir, flag)
 
 
 def folder_model_type(model_dir) -> str | None:

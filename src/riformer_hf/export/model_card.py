@@ -43,6 +43,9 @@ RECIPE_MEANINGS = {
     "imitation_layers": "imitated blocks",
     "feature_epochs": "epochs with the feature imitation terms",
     "relation_epochs": "epochs with the relation term",
+    "feature_fraction": "share of the training steps with the feature imitation terms",
+    "relation_fraction": "share of the training steps with the relation term",
+    "train_interpolation": "resampling of the crop and of RandAugment's geometric operations",
     "recipe": "training recipe preset (explicit flags override it)",
     "aa": "RandAugment policy (timm format)",
     "color_jitter": "colour-jitter strength",
@@ -64,9 +67,12 @@ RECIPE_MEANINGS = {
     "label_smoothing_factor": "label smoothing",
     "seed": "random seed",
 }
-_DISTILLATION_FIELDS = ("distillation_type", "distillation_alpha", "distillation_temperature", "lambda_hidden",
-                        "lambda_mixer", "lambda_relation", "imitation_layers", "feature_epochs", "relation_epochs",
-                        "recipe", "aa", "color_jitter", "mixup", "cutmix", "mixup_prob", "mixup_switch_prob", "reprob")
+_DISTILLATION_FIELDS = (
+    "distillation_type", "distillation_alpha", "distillation_temperature", "lambda_hidden", "lambda_mixer",
+    "lambda_relation", "imitation_layers", "feature_epochs", "relation_epochs", "feature_fraction",
+    "relation_fraction", "recipe", "aa", "train_interpolation", "color_jitter", "mixup", "cutmix", "mixup_prob",
+    "mixup_switch_prob", "reprob",
+)
 
 
 def build_model_card(

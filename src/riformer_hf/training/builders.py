@@ -37,8 +37,9 @@ from ..data.preprocessing import DEFAULT_CROP_PCT, PROCESSOR_FILE
 from ..data.rand_augment import RandAugment, fill_from_mean
 from ..distillation.seeding import SeededAugmentation
 from ..distillation.trainer import RIFormerDistillationTrainer, label_space
-from ..errors import MissingInputError, UserError
+from ..errors import UserError
 from ..evaluation.metrics import accuracy_metrics
+from ..loading import load_pretrained
 from ..models.gfnet import GFNetConfig
 from ..models.riformer import RIFormerConfig, RIFormerForImageClassification
 from .arguments import RIFORMER, STREAM_SHUFFLE_BUFFER
@@ -118,10 +119,7 @@ def label_maps(dataset, label_column: str) -> tuple[dict[int, str], dict[str, in
 def load_classifier(flag: str, name_or_path: str, **kwargs):
     """An image classifier from a folder or the Hub, through the Auto classes (RIFormer and GFNet are registered)."""
     load_config(flag, name_or_path)
-    try:
-        return AutoModelForImageClassification.from_pretrained(name_or_path, **kwargs)
-    except OSError as error:
-        raise MissingInputError(f"--{flag} {name_or_path}: {' '.join(str(error).split())}") from None
+    return load_pretrained(AutoModelForImageClassification, name_or_path, f"--{flag}", **kwargs)
 
 
 class _LoadReportFilter(logging_module.Filter):
@@ -199,14 +197,16 @@ def teacher_preprocessing(name_or_path: str, model_args):
 
 
 def build_train_transform(processor, data_args, training_args, hflip: float) -> TrainTransform:
-    """Crop, flip, then RandAugment (`--aa`, filling with the mean pixel) or colour jitter (`--color_jitter`)."""
+    """Crop, flip, then RandAugment (`--aa`, filling with the mean pixel) or colour jitter (`--color_jitter`); the
+    crop and RandAugment's geometric operations resample with `--train_interpolation`."""
     spec = processor_spec(processor)
+    interpolation = training_args.train_interpolation
     rand_augment = None
     if training_args.aa is not None:
-        rand_augment = RandAugment.from_string(training_args.aa, fill=fill_from_mean(spec.mean))
+        rand_augment = RandAugment.from_string(training_args.aa, fill_from_mean(spec.mean), interpolation)
     return TrainTransform.from_image_processor(
         processor, scale=(data_args.min_crop_area, 1.0), hflip=hflip, rand_augment=rand_augment,
-        color_jitter=training_args.color_jitter,
+        color_jitter=training_args.color_jitter, interpolation=interpolation,
     )
 
 

@@ -2,6 +2,7 @@
 form), the Hub repo id, the output folder, free disk and the checkpoint to resume from. Each raises a `UserError`
 naming the flag, the value and the fix; none changes the arguments."""
 
+import json
 import shutil
 import tempfile
 from pathlib import Path
@@ -320,6 +321,38 @@ def _size(n: float) -> str:
     return f"{n:,.1f} GB"
 
 
+def check_resume_matches(checkpoint, model) -> None:
+    """The weights in `checkpoint` have the shapes of `model` (built from this run's flags): a checkpoint of another
+    architecture is named with both shapes and both layouts, before Trainer's load fails with a size mismatch."""
+    from safetensors import safe_open
+
+    weights = Path(checkpoint) / "model.safetensors"
+    if not weights.is_file():
+        return  # sharded or another format: Trainer's own loading checks it
+    expected = {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
+    with safe_open(weights, framework="pt") as saved:
+        names = saved.keys()  # a safetensors handle, not a dict
+        found = {name: tuple(saved.get_slice(name).get_shape()) for name in names}
+    differing = [name for name in expected if name in found and found[name] != expected[name]]
+    missing = sorted(set(expected) - set(found))
+    if not differing and not missing:
+        return
+    layout = ("depths", "hidden_sizes", "mlp_ratio", "num_labels")
+    try:
+        saved_config = json.loads((Path(checkpoint) / "config.json").read_text())
+        theirs = ", ".join(f"{k} {saved_config.get(k, len(saved_config.get('id2label', {})))}" for k in layout)
+    except (OSError, ValueError):
+        theirs = "its config.json is unreadable"
+    ours = ", ".join(f"{k} {list(v) if isinstance(v := getattr(model.config, k), tuple) else v}" for k in layout)
+    detail = (f"{differing[0]} is {found[differing[0]]} there and {expected[differing[0]]} here" if differing
+              else f"it lacks {missing[0]}")
+    raise UserError(
+        f"--resume_from_checkpoint {checkpoint} holds another architecture ({detail}; the checkpoint: {theirs}; "
+        f"this run's flags: {ours}): resume with the flags of the run that wrote it, or start afresh with "
+        "--overwrite_output_dir."
+    )
+
+
 def resolve_resume(training_args) -> str | None:
     """`--resume_from_checkpoint`: `last` = the newest complete `checkpoint-N` of `output_dir` (one log line for each
     incomplete one skipped); a path must be a complete checkpoint."""
@@ -349,6 +382,7 @@ __all__ = [
     "check_hub_repo",
     "check_models",
     "check_output_dir",
+    "check_resume_matches",
     "check_source",
     "check_values",
     "earlier_run",

@@ -27,6 +27,7 @@ from .checks import (
     check_hub_repo,
     check_models,
     check_output_dir,
+    check_resume_matches,
     check_values,
     resolve_resume,
 )
@@ -37,15 +38,15 @@ logger = hf_logging.get_logger(__name__)
 
 def setup_logging(training_args) -> None:
     """transformers' example-script logging: one format on stdout, the process's log level for transformers and
-    datasets (`--log_level`, `--log_level_replica`), no progress bars for loads and saves. This package's own
-    warnings (a skipped image, an incomplete checkpoint) show unless `--log_level` asks for less."""
+    datasets (`--log_level`, `--log_level_replica`), no progress bars for loads and saves. This package's own messages
+    (the schedule, a skipped image, an incomplete checkpoint) show unless `--log_level` asks for less."""
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", datefmt="%m/%d/%Y %H:%M:%S",
                         handlers=[logging.StreamHandler(sys.stdout)])
     level = training_args.get_process_log_level()
     for verbosity in (datasets.utils.logging.set_verbosity, hf_logging.set_verbosity):
         verbosity(level)
     explicit = training_args.log_level != "passive" or not training_args.should_log
-    logging.getLogger("riformer_hf").setLevel(level if explicit else logging.WARNING)
+    logging.getLogger("riformer_hf").setLevel(level if explicit else logging.INFO)
     hf_logging.disable_progress_bar()  # "Writing model shards" / "Loading weights" at every save and load
     datasets.disable_progress_bars()  # "Generating train split" at every load of an image folder
 
@@ -69,6 +70,8 @@ def main(argv: list[str] | None = None):
                 f"{training_args.world_size} process(es)")
     trainer = build_trainer(data_args, model_args, training_args)
     if training_args.do_train:
+        if resume is not None:
+            check_resume_matches(resume, trainer.model)
         check_free_disk(trainer.model, training_args)
         if run_args.overwrite_output_dir and resume is None:
             for folder in checkpoint_folders(training_args.output_dir):

@@ -1,7 +1,7 @@
 """GFNet-H, RIFormer's logit teacher: `configuration_gfnet`, `modeling_gfnet`. The names below load their module on
 first use."""
 
-import importlib
+from ..._lazy import lazy_attributes
 
 _LAZY = {
     "GFNET_PRESETS": "configuration_gfnet",
@@ -12,11 +12,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str):
-    if name not in _LAZY:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-
+__getattr__ = lazy_attributes(__name__, _LAZY)
 
 __all__ = [
     "GFNET_PRESETS",

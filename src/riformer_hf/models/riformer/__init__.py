@@ -2,7 +2,7 @@
 (the deploy form's fused CPU path). The names below load their module on first use, so that reading the config does
 not load the model."""
 
-import importlib
+from ..._lazy import lazy_attributes
 
 _LAZY = {
     "RIFORMER_PRESETS": "configuration_riformer",
@@ -16,11 +16,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str):
-    if name not in _LAZY:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-
+__getattr__ = lazy_attributes(__name__, _LAZY)
 
 __all__ = [
     "RIFORMER_PRESETS",
