@@ -384,14 +384,18 @@ def test_bad_inputs_get_clear_errors(tmp_path):
         export_reparameterized(deploy, tmp_path / "out", training_form=True)
 
 
-def test_models_that_are_not_riformers_save_as_with_trainer(tmp_path):
+def test_models_that_are_not_riformers_save_as_with_trainer_and_a_card_that_says_so(tmp_path):
     from transformers import PoolFormerConfig, PoolFormerForImageClassification
 
     baseline = PoolFormerForImageClassification(PoolFormerConfig(depths=[1, 1, 1, 1], hidden_sizes=[8, 8, 8, 8]))
     trainer = make_trainer(tmp_path / "baseline", model=baseline)
     trainer.save_model()
     assert json.loads((tmp_path / "baseline" / "config.json").read_text())["model_type"] == "poolformer"
-    assert not (tmp_path / "baseline" / "README.md").exists()
+    saved = load_file(tmp_path / "baseline" / "model.safetensors")
+    assert saved.keys() == baseline.state_dict().keys()  # the model as trained: nothing folded
+    text = " ".join((tmp_path / "baseline" / "README.md").read_text().split())
+    assert "**as trained**: there is no re-parameterisation" in text
+    assert "no `trust_remote_code` is needed" in text and "trust_remote_code=True" not in text
 
 
 def test_distillation_trainer_pushes_the_export_with_its_recipe(hub_session, tmp_path):

@@ -321,9 +321,9 @@ BAD_TRAINING_ARGUMENTS = {
         "with config.json (check the path) or a Hub id such as `namespace/name`.")),
     "hub id": (["--push_to_hub", "--hub_model_id", "bad repo id!!"], lambda tmp: (
         "error: --hub_model_id 'bad repo id!!' is not a valid Hub repo id (Repo id must use alphanumeric chars")),
-    "poolformer student": (["--model_name_or_path", "{tmp}/pool"], lambda tmp: (
-        f"error: --model_name_or_path {tmp}/pool is a PoolFormer, not a RIFormer: to start a RIFormer student from it "
-        f"pass `--imitation_teacher {tmp}/pool --init_from_teacher`")),
+    "imitation for a poolformer": (["--model_type", "poolformer", "--lambda_mixer", "0.001"], lambda tmp: (
+        "error: --lambda_mixer 0.001: module imitation and teacher initialisation train a RIFormer student, but the "
+        "model to train (--model_type poolformer) is a 'poolformer' model: drop them")),
     "deploy config": (["--config_name", "{tmp}/deploy"], lambda tmp: (
         f"error: --config_name {tmp}/deploy is a re-parameterised (deploy) RIFormer, which has no token mixer to train "
         "or imitate")),

@@ -67,13 +67,19 @@ def load_poolformer(name_or_path, flag: str = "--model_name_or_path") -> PoolFor
     return load_pretrained(PoolFormerForImageClassification, name_or_path, flag)
 
 
-def from_poolformer(poolformer_or_path, **config_overrides) -> RIFormerForImageClassification:
+def from_poolformer(poolformer_or_path, *, id2label=None, label2id=None, **config_overrides
+                    ) -> RIFormerForImageClassification:
     """A training-form RIFormer initialised from an isomorphic PoolFormer, as in the paper.
 
     Copies the stem, downsampling convs, norms, MLPs, layer scales, final norm and classifier of a transformers
     `PoolFormerForImageClassification` (an instance, or a path / Hub id to load one); the affine token mixers start
     as identity (scale 1, shift 0). `config_overrides` may change training fields such as `drop_path_rate` but not
     the architecture.
+
+    `id2label` (and `label2id`) name the student's classes. When the PoolFormer predicts another number of classes
+    (an ImageNet PoolFormer for your own data), the backbone is copied as above and the classifier starts afresh
+    (the model's initialisation), with a log line; as many classes keep the PoolFormer's classifier under these
+    names (e.g. ImageNet's folder names for its words).
     """
     poolformer = poolformer_or_path
     if not isinstance(poolformer, PoolFormerForImageClassification):
@@ -87,19 +93,29 @@ def from_poolformer(poolformer_or_path, **config_overrides) -> RIFormerForImageC
         raise UserError(
             f"from_poolformer takes the architecture from the PoolFormer; do not override {', '.join(clashes)}."
         )
+    labels = {"id2label": dict(pool_config.id2label), "label2id": dict(pool_config.label2id)}
+    new_head = False
+    if id2label is not None:
+        id2label = {int(k): v for k, v in id2label.items()}
+        new_head = pool_config.num_labels != len(id2label)
+        labels = {"id2label": id2label, "label2id": dict(label2id or {v: k for k, v in id2label.items()})}
     config = RIFormerConfig(
-        **layout,
-        layer_scale_init_value=pool_config.layer_scale_init_value,
-        id2label=dict(pool_config.id2label),
-        label2id=dict(pool_config.label2id),
-        **config_overrides,
+        **layout, layer_scale_init_value=pool_config.layer_scale_init_value, **labels, **config_overrides
     )
     model = RIFormerForImageClassification(config).to(poolformer.dtype)
     state = {poolformer_key_to_riformer(k): v for k, v in poolformer.state_dict().items()}
+    if new_head:
+        state = {k: v for k, v in state.items() if not k.startswith("classifier.")}
     missing, unexpected = model.load_state_dict(state, strict=False)
-    leftover = [k for k in missing if ".token_mixer." not in k]
+    leftover = [k for k in missing if ".token_mixer." not in k and not (new_head and k.startswith("classifier."))]
     if leftover or unexpected:
         raise RuntimeError(f"PoolFormer → RIFormer mapping failed: missing {leftover}, unexpected {unexpected}.")
+    if new_head:
+        logger.warning(
+            f"The PoolFormer predicts {pool_config.num_labels} classes, the student {config.num_labels}: the "
+            "student's backbone is the PoolFormer's and its head is new (classifier.weight, classifier.bias "
+            "initialised afresh)."
+        )
     return model
 
 

@@ -28,10 +28,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None):
     """`riformer-convert mmpretrain|gfnet|poolformer`; returns the converted model. The folder is checked before the
     source is read and written whole, under its run lock (`riformer_hf.safety`)."""
+    from transformers.utils.logging import disable_progress_bar
+
     args = build_parser().parse_args(argv)
     source = ("--model_name_or_path", args.model_name_or_path) if args.source == "poolformer" else (
         "--checkpoint", args.checkpoint)
     output = OutputFolder(args.output_dir, overwrite=args.overwrite_output_dir, sources=[source])
+    disable_progress_bar()  # no "Writing model shards" bar in the report
     with output.claim(), output.staged() as staging:
         if args.source == "mmpretrain":
             from .mmpretrain import convert_mmpretrain_riformer
@@ -46,10 +49,12 @@ def main(argv: list[str] | None = None):
 
             model = convert_poolformer(args.model_name_or_path, staging, args.drop_path_rate)
     config = model.config
-    form = "deploy" if getattr(config, "reparameterized", False) else "training"
+    form = ""
+    if config.model_type == "riformer":
+        form = f"{'deploy' if config.reparameterized else 'training'} form, "
     print(
         f"{type(model).__name__}: depths {tuple(config.depths)}, hidden sizes {tuple(config.hidden_sizes)}, "
-        f"{config.num_labels} labels, {form} form, {model.num_parameters():,} parameters → {args.output_dir}"
+        f"{config.num_labels} labels, {form}{model.num_parameters():,} parameters → {args.output_dir}"
     )
     return model
 

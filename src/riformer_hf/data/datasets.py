@@ -6,6 +6,7 @@ user named (a missing folder, a file where a folder belongs, one class, no such 
 naming the flag and the fix.
 """
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from ..errors import MissingInputError, UserError
 EVAL_SPLIT_NAMES = ("validation", "valid", "val", "test")
 DIGITS = "digits"
 DIGITS_IMAGE_SIZE = 32
+_SPLIT_NAME_SEPARATORS = r"\-._ 0-9"  # datasets.data_files.NON_WORDS_CHARS, as a regex character class
 
 
 @dataclass(frozen=True)
@@ -112,11 +114,71 @@ def eval_split_name(splits, exclude: str | None = None) -> str | None:
     return next((name for name in EVAL_SPLIT_NAMES if name in names), None)
 
 
+def split_folders(data_dir) -> dict[str, str]:
+    """`{split: sub-folder}` for the sub-folders of a local image folder that `imagefolder` reads as splits (`val/`
+    becomes the split `validation`, `training/` the split `train`, ...), by datasets' own split keywords. Empty for a
+    folder of class folders, which datasets reads as one split named `train`."""
+    from datasets.data_files import SPLIT_KEYWORDS
+
+    folder = Path(data_dir).expanduser()
+    names = sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+    found = {}
+    for split, keywords in SPLIT_KEYWORDS.items():
+        for keyword in keywords:
+            # datasets' directory patterns: the keyword alone or set off by a separator (`val_2024`, `imagenet-val`)
+            pattern = re.compile(rf"(.*[{_SPLIT_NAME_SEPARATORS}])?{keyword}([{_SPLIT_NAME_SEPARATORS}].*)?")
+            for name in names:
+                if pattern.fullmatch(name):
+                    found.setdefault(str(split), name)
+    return found
+
+
+def resolve_split(splits, name: str, source: ImageSource, flag: str) -> str:
+    """The split `name` names: a split of `splits`, or the sub-folder of a local image folder that datasets read as
+    one (`--split val` → the split datasets calls `validation`). A `UserError` naming the splits otherwise."""
+    if name in splits:
+        return name
+    if source.data_dir is not None:
+        by_folder = {folder: split for split, folder in split_folders(source.data_dir).items()}
+        if by_folder.get(name) in splits:
+            return by_folder[name]
+    check_split(splits, name, source, flag)
+    return name
+
+
+def describe_split(source: ImageSource, split: str) -> str:
+    """Where the images of `split` come from, in the user's words: the sub-folder of a local image folder
+    (`image folder data, folder val/`), every image of a folder without split folders, else `split NAME`."""
+    if source.data_dir is not None:
+        folders = split_folders(source.data_dir)
+        if split in folders:
+            return f"{source.describe()}, folder {folders[split]}/"
+        if not folders and split == "train":
+            return f"{source.describe()}, all images"
+    return f"{source.describe()}, split {split}"
+
+
 def check_split(splits, name: str, source: ImageSource, flag: str) -> None:
     if name not in splits:
         raise UserError(
             f"No split {name!r} in the {source.describe()}; it has {', '.join(splits)}: pass one with {flag}."
         )
+
+
+def peek_class_names(source: ImageSource) -> list[str] | None:
+    """The class names a source will have, read without loading any image: the class folders of a local image
+    folder (the sub-folders of its split folders, or of the folder itself; `imagefolder` names its labels after
+    them, sorted), the digits' 0-9. None for Hub datasets and folders read by another builder."""
+    if source.is_digits:
+        return [str(d) for d in range(10)]
+    if source.data_dir is None or source.dataset_name not in (None, "imagefolder"):
+        return None
+    folder = Path(source.data_dir).expanduser()
+    if not folder.is_dir():
+        return None
+    roots = [folder / name for name in split_folders(folder).values()] or [folder]
+    classes = {p.name for root in roots for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")}
+    return sorted(classes) or None
 
 
 def check_columns(dataset, columns: dict[str, str]) -> None:
@@ -143,6 +205,10 @@ __all__ = [
     "check_columns",
     "check_split",
     "class_names",
+    "describe_split",
     "eval_split_name",
     "load_image_splits",
+    "peek_class_names",
+    "resolve_split",
+    "split_folders",
 ]

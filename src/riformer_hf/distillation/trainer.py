@@ -28,6 +28,7 @@ from transformers.utils import logging
 from ..data.mixing import BatchMixer, random_erase
 from ..errors import UserError
 from ..export.save_hook import ReparameterizedExportMixin
+from ..models.riformer.modeling_riformer import RIFormerPreTrainedModel
 from ..training.checkpoints import SafeCheckpointMixin
 from .arguments import IMITATION_TERMS, LOSS_TERMS, RIFormerTrainingArguments
 from .losses import (
@@ -46,8 +47,9 @@ logger = logging.get_logger(__name__)
 LABEL_COLUMNS = ("label", "labels")
 
 
-def _label_space(model) -> tuple[int, dict | None]:
-    config = model.config
+def label_space(model_or_config) -> tuple[int, dict | None]:
+    """(number of classes, `{index: name}` or None when the names are transformers' generic `LABEL_i`)."""
+    config = getattr(model_or_config, "config", model_or_config)
     names = {int(k): v for k, v in (config.id2label or {}).items()}
     generic = all(v == f"LABEL_{k}" for k, v in names.items())
     return config.num_labels, None if generic else names
@@ -55,8 +57,8 @@ def _label_space(model) -> tuple[int, dict | None]:
 
 def check_same_label_space(student, teacher) -> None:
     """Raise a `ValueError` unless the teacher predicts the student's classes, in the same order."""
-    student_count, student_names = _label_space(student)
-    teacher_count, teacher_names = _label_space(teacher)
+    student_count, student_names = label_space(student)
+    teacher_count, teacher_names = label_space(teacher)
     if student_count != teacher_count:
         raise UserError(
             f"The teacher predicts {teacher_count} classes but the student {student_count}: logit distillation needs "
@@ -145,7 +147,8 @@ class RIFormerDistillationTrainer(SafeCheckpointMixin, ReparameterizedExportMixi
     """A `Trainer` for RIFormer students with a logit teacher and a module-imitation teacher.
 
     Args:
-        model: the student, a `RIFormerForImageClassification` in training form.
+        model: the student, a `RIFormerForImageClassification` in training form; or any image classifier trained
+            with logit distillation alone (e.g. a teacher learning from a bigger one), which saves as with `Trainer`.
         args: `RIFormerTrainingArguments`.
         teacher_model: logit teacher, any image classifier over the student's label space.
         imitation_teacher: a transformers PoolFormer isomorphic to the student. Defaults to `teacher_model` when that
@@ -223,6 +226,12 @@ class RIFormerDistillationTrainer(SafeCheckpointMixin, ReparameterizedExportMixi
             logger.warning("A teacher_model was given but distillation_type='none' and no imitation weight: unused.")
 
         imitating = any(w > 0 for w in args.imitation_weights.values())
+        if imitating and not isinstance(model, RIFormerPreTrainedModel):
+            weights = ", ".join(f"lambda_{k}={v}" for k, v in args.imitation_weights.items() if v > 0)
+            raise UserError(
+                f"{weights} asks for module imitation, which trains a RIFormer's token mixers, but the student is a "
+                f"{type(model).__name__}: set the lambda_* weights to 0 (logit distillation works for any student)."
+            )
         if imitating:
             if imitation_teacher is None and teacher_model is not None and is_isomorphic(teacher_model, model):
                 imitation_teacher = teacher_model
@@ -455,4 +464,4 @@ class RIFormerDistillationTrainer(SafeCheckpointMixin, ReparameterizedExportMixi
         return output
 
 
-__all__ = ["RIFormerDistillationTrainer", "RIFormerTrainingArguments", "check_same_label_space"]
+__all__ = ["RIFormerDistillationTrainer", "RIFormerTrainingArguments", "check_same_label_space", "label_space"]

@@ -19,7 +19,14 @@ import numpy as np
 import torch
 
 from ..data import processor_spec
-from ..data.datasets import ImageSource, check_split, class_names, eval_split_name, load_image_splits
+from ..data.datasets import (
+    ImageSource,
+    class_names,
+    describe_split,
+    eval_split_name,
+    load_image_splits,
+    resolve_split,
+)
 from ..data.image_modes import to_rgb
 from ..data.transforms import ImageDecoder, undecoded
 from ..errors import UserError
@@ -29,14 +36,17 @@ from .metrics import bootstrap_interval, confusion_matrix, hits, label_mapping, 
 
 
 def load_split(source: ImageSource, split: str | None = None, image_size: int = 32):
-    """One labelled split (a `datasets.Dataset`) of `source`, its name and a description. Without `split`: the only
-    split, else validation / valid / val / test (the digits: their held-out `test`)."""
+    """One labelled split (a `datasets.Dataset`) of `source`, its name and its description in the user's words (the
+    folder it came from: a `val/` folder is not "split train"). `split` may name a split or a split folder (`val`).
+    Without it: the only split, else validation / valid / val / test (the digits: their held-out `test`)."""
     data = load_image_splits(source, digits_image_size=image_size)
-    split = split or ("test" if source.is_digits else eval_split_name(data))
+    if split is not None:
+        split = resolve_split(data, split, source, "--split")
+    else:
+        split = "test" if source.is_digits else eval_split_name(data)
     if split is None:
         raise UserError(f"The {source.describe()} has splits {', '.join(data)}: choose one with --split.")
-    check_split(data, split, source, "--split")
-    return data[split], split, f"{source.describe()}, split {split}"
+    return data[split], split, describe_split(source, split)
 
 
 def dataset_labels(dataset, label_column: str) -> tuple[list[str] | None, np.ndarray]:
@@ -181,7 +191,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     data.add_argument("--dataset_config", default=None, help="configuration of the Hub dataset")
     data.add_argument("--digits", action="store_true",
                       help="the bundled scikit-learn digits (held-out split), rendered at the processor's size")
-    data.add_argument("--split", default=None, help="default: the only split, else validation/val/test")
+    data.add_argument("--split", default=None,
+                      help="a split, or a split folder of --data_dir (val); default: the only split, else "
+                      "validation/val/test")
     data.add_argument("--image_column", default="image")
     data.add_argument("--label_column", default="label")
     data.add_argument("--max_samples", type=int, default=None, help="evaluate the first N images only")
@@ -195,7 +207,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="N bootstrap resamples of the images for 95%% percentile intervals (0: none)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
     parser.add_argument("--per_class", action="store_true", help="report the top-1 accuracy of every class")
-    parser.add_argument("--confusion_matrix", default=None, metavar="PATH", help="write the confusion matrix PNG")
+    parser.add_argument("--confusion_matrix", default=None, metavar="PATH",
+                        help="write the confusion matrix PNG (needs matplotlib: pip install 'riformer_hf[plot]')")
     parser.add_argument("--output_json", default=None, metavar="PATH", help="write the results as JSON")
     parser.add_argument("--no_progress", action="store_true", help="no progress bar (also off when not a TTY)")
     return parser.parse_args(argv)

@@ -55,6 +55,20 @@ def load_riformer(model_dir, flag: str = "--model_dir") -> RIFormerPreTrainedMod
     return load_pretrained(getattr(modeling_riformer, name, RIFormerForImageClassification), model_dir, flag)
 
 
+def folder_model_type(model_dir) -> str | None:
+    """The `model_type` in a model folder's config.json (a `MissingInputError` when it has none)."""
+    config_file = Path(model_dir) / "config.json"
+    if not config_file.is_file():
+        raise MissingInputError(
+            f"{model_dir} has no config.json: pass a folder written by `save_pretrained`, an export or a Trainer "
+            "checkpoint."
+        )
+    try:
+        return json.loads(config_file.read_text()).get("model_type")
+    except (ValueError, AttributeError) as error:
+        raise UserError(f"{config_file} is not a JSON config ({error}): pass a model folder.") from None
+
+
 def export_reparameterized(
     model_or_dir,
     save_dir,
@@ -176,6 +190,7 @@ __all__ = [
     "TRAINING_SUBFOLDER",
     "export_files",
     "export_reparameterized",
+    "folder_model_type",
     "load_riformer",
     "main",
 ]

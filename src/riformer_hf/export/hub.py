@@ -1,7 +1,8 @@
 """Hub pushes of the deploy export: one commit per export, failures that name the exact retry command.
 
-`push_reparameterized(model_or_dir, repo_id)` exports and pushes; `main` is its command line, `riformer-push`
-(`python -m riformer_hf.cli push`).
+`push_reparameterized(model_or_dir, repo_id)` exports and pushes a RIFormer; `push_model_folder` pushes a saved
+folder: a RIFormer's deploy export, or any other image classifier (a teacher trained with riformer-train) as it is.
+`main` is the command line, `riformer-push` (`python -m riformer_hf.cli push`).
 """
 
 import argparse
@@ -70,17 +71,18 @@ def retry_command(
     return prefix + shlex.join(words)
 
 
-def push_failure(error: BaseException, repo_id: str, local_dir, **retry) -> HubPushError:
+def push_failure(error: BaseException, repo_id: str, local_dir, what: str = "the re-parameterised RIFormer",
+                 **retry) -> HubPushError:
     """A HubPushError saying what failed, that `local_dir` is complete, and the exact command to retry."""
     command = retry_command(local_dir, repo_id, **retry)
     reason = " ".join(str(error).split()) or type(error).__name__
     message = (
-        f"Pushing the re-parameterised RIFormer to the Hub repo {repo_id!r} at {constants.ENDPOINT} failed: "
+        f"Pushing {what} to the Hub repo {repo_id!r} at {constants.ENDPOINT} failed: "
         f"{type(error).__name__}: {reason}\n"
         f"Nothing local is lost: {Path(local_dir).absolute()} is complete. Once the Hub answers, retry with:\n"
         f"  {command}\n"
-        f"(or from Python: riformer_hf.push_reparameterized({str(local_dir)!r}, {repo_id!r}); pass --token or set "
-        "HF_TOKEN if the repo needs a write token)"
+        f"(or from Python: riformer_hf.export.push_model_folder({str(local_dir)!r}, {repo_id!r}); pass --token or "
+        "set HF_TOKEN if the repo needs a write token)"
     )
     return HubPushError(message, repo_id=repo_id, local_dir=Path(local_dir), retry_command=command)
 
@@ -152,14 +154,75 @@ def push_reparameterized(
     return commit
 
 
+def push_model_folder(model_dir, repo_id: str, *, token=None, private=None, revision=None, commit_message=None,
+                      push_training_weights: bool = False, save_dir=None, **card_info):
+    """Push a saved model folder: a RIFormer's deploy export (`push_reparameterized`: a training-form folder is
+    folded first), or any other image classifier as it is: its weights, config, image processor, code and model card
+    (written from the folder when it has none). Returns the CommitInfo; raises `HubPushError` when the Hub fails."""
+    from .deploy import folder_model_type
+
+    model_type = folder_model_type(model_dir)
+    if model_type == "riformer":
+        return push_reparameterized(
+            model_dir, repo_id, token=token, private=private, revision=revision, commit_message=commit_message,
+            push_training_weights=push_training_weights, save_dir=save_dir, **card_info,
+        )
+    for flag, value in (("--push_training_weights", push_training_weights), ("--save_dir", save_dir)):
+        if value:
+            raise UserError(f"{flag} applies to RIFormers (their training and deploy forms); {model_dir} holds a "
+                            f"{model_type!r} model, which is pushed as it is: drop {flag}.")
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as error:
+        raise UserError(f"{repo_id!r} is not a valid Hub repo id ({error}): use `name` or `namespace/name`.") from None
+    folder, staging = Path(model_dir), None
+    if not (folder / "README.md").is_file() or any(v for v in card_info.values()):
+        staging = _with_card(folder, repo_id, card_info)
+    upload = {"token": token, "private": private, "revision": revision,
+              "commit_message": commit_message or f"Upload {model_type} model"}
+    try:
+        return upload_export(HfApi(library_name="riformer_hf"), staging or folder, repo_id, **upload)
+    except Exception as error:
+        retry = {"revision": revision, "private": private, "commit_message": commit_message}
+        raise push_failure(error, repo_id, folder, what=f"the {model_type} model", **retry) from error
+    finally:
+        if staging is not None:
+            shutil.rmtree(staging.parent, ignore_errors=True)
+
+
+def _with_card(folder: Path, repo_id: str, card_info: dict) -> Path:
+    """A temporary folder of links to `folder`'s model files plus a model card (`build_classifier_card`: what the
+    folder's card records, then `card_info`)."""
+    import os
+
+    from transformers import AutoModelForImageClassification
+
+    from ..data.preprocessing import load_image_processor, make_image_processor
+    from .model_card import build_classifier_card, card_info_from_folder
+
+    info = {**card_info_from_folder(folder), **{k: v for k, v in card_info.items() if v}}
+    model = AutoModelForImageClassification.from_pretrained(folder)
+    processor = load_image_processor(folder) or make_image_processor()
+    staging = Path(tempfile.mkdtemp(prefix="riformer-push-")) / "model"
+    staging.mkdir()
+    for name in export_files(folder):
+        if name != "README.md" and (folder / name).is_file():
+            os.symlink((folder / name).absolute(), staging / name)
+    build_classifier_card(model, processor, repo_id=repo_id, **info).save(staging / "README.md")
+    return staging
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="riformer-push",
-        description="Push a RIFormer to the Hub in its re-parameterised (deploy) form, with a model card. A "
-        "training-form folder (a Trainer checkpoint-N, or save_pretrained output) is folded first; a deploy export "
-        "passes through. Honours HF_ENDPOINT and HF_TOKEN.",
+        description="Push a model folder to the Hub with its model card. A RIFormer goes in its re-parameterised "
+        "(deploy) form: a training-form folder (a Trainer checkpoint-N, or save_pretrained output) is folded first; a "
+        "deploy export passes through. Any other image classifier (a teacher trained with riformer-train) goes as it "
+        "is. Honours HF_ENDPOINT and HF_TOKEN.",
     )
-    parser.add_argument("--model_dir", required=True, help="folder with config.json + model.safetensors (either form)")
+    parser.add_argument("--model_dir", required=True,
+                        help="folder with config.json + model.safetensors (a RIFormer in either form, or another "
+                        "image classifier)")
     parser.add_argument("--repo_id", required=True, help="Hub repo, `name` or `namespace/name`; created if missing")
     parser.add_argument("--revision", default=None, help="branch to push to (created if missing; default main)")
     parser.add_argument("--commit_message", default=None)
@@ -173,22 +236,56 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dataset", action="append", dest="datasets", help="training dataset Hub id (repeatable)")
     parser.add_argument("--base_model", action="append", help="teacher / base model Hub id (repeatable)")
     parser.add_argument("--license", default=None)
+    parser.add_argument("--eval_results", default=None, metavar="JSON",
+                        help="accuracy for the card's model-index: riformer-eval's --output_json file, or a JSON "
+                        "object of metrics ({\"accuracy\": 0.77})")
     return parser
+
+
+def eval_results_from_json(path) -> dict[str, float]:
+    """Card metrics from riformer-eval's `--output_json` (top-1 as `accuracy`, top-k as `top{k}_accuracy`) or from a
+    JSON object of metric names to values."""
+    import json
+
+    try:
+        values = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as error:
+        raise UserError(f"--eval_results {path}: cannot read it as JSON ({error}).") from None
+    if isinstance(values, dict) and {"top1", "topk", "k"} <= set(values):
+        return {"accuracy": float(values["top1"]), f"top{values['k']}_accuracy": float(values["topk"])}
+    if isinstance(values, dict) and values and all(isinstance(v, (int, float)) for v in values.values()):
+        return {str(k).removeprefix("eval_"): float(v) for k, v in values.items()}
+    raise UserError(f"--eval_results {path}: give riformer-eval's --output_json file or an object of metric values.")
 
 
 def main(argv: list[str] | None = None):
     """`riformer-push`. `--save_dir` is checked before any work and written whole, under its run lock."""
+    from transformers.utils.logging import disable_progress_bar
+
     args = build_parser().parse_args(argv)
+    disable_progress_bar()  # no "Loading weights" / "Writing model shards" bars in the report (uploads keep theirs)
+    eval_results = eval_results_from_json(args.eval_results) if args.eval_results else None
     save_dir = None if args.save_dir is None else OutputFolder(
         args.save_dir, "--save_dir", overwrite=args.overwrite_output_dir, sources=[("--model_dir", args.model_dir)])
     with save_dir.claim() if save_dir else contextlib.nullcontext():
-        commit = push_reparameterized(
+        commit = push_model_folder(
             args.model_dir, args.repo_id, token=args.token, private=args.private, revision=args.revision,
             commit_message=args.commit_message, push_training_weights=args.push_training_weights,
             save_dir=save_dir, datasets=args.datasets, base_model=args.base_model, license=args.license,
+            eval_results=eval_results,
         )
-    print(f"Pushed the re-parameterised model to {commit.repo_url} ({commit.oid}).")
+    revision = args.revision or constants.DEFAULT_REVISION
+    print(f"Pushed {args.model_dir} to {commit.repo_url}, revision {revision} (commit {commit.oid}).")
     return commit
 
 
-__all__ = ["HubPushError", "main", "push_failure", "push_reparameterized", "retry_command", "upload_export"]
+__all__ = [
+    "HubPushError",
+    "eval_results_from_json",
+    "main",
+    "push_failure",
+    "push_model_folder",
+    "push_reparameterized",
+    "retry_command",
+    "upload_export",
+]

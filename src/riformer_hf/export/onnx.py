@@ -136,37 +136,66 @@ def validate_onnx(path, model: nn.Module, batch_sizes=(1, 2), image_sizes=(224,)
 
 @dataclass
 class ImageSplit:
-    """Calibration images and held-out images (with labels and class names when the source has them)."""
+    """Calibration images and the images to compare fp32 and INT8 on (with labels and class names when the source
+    has them), where those come from, and whether they are training images (not held out)."""
 
     calibration: list
     held_out: list
     held_out_labels: list[int] | None = None
     class_names: list[str] | None = None
     held_out_from: str = ""
+    training_images: bool = False
 
 
-def load_calibration_images(source, samples: int, held_out: int = 1000, seed: int = 0) -> ImageSplit:
+def load_calibration_images(source, samples: int, held_out: int = 1000, seed: int = 0, eval_data=None,
+                            eval_split: str | None = None) -> ImageSplit:
     """`samples` calibration images from `source` ("digits", an image folder or a Hub dataset; its `train` split or
-    its only one, in a seeded order) and up to `held_out` others to compare top-1 on: the source's evaluation split
-    (validation / test) when it has one, else the rest of the calibration split."""
-    from ..data.datasets import ImageSource, class_names, eval_split_name, load_image_splits
+    its only one, in a seeded order) and up to `held_out` images to compare top-1 on: the split `eval_split` of
+    `eval_data` (default: its evaluation split, else its only one) when `eval_data` is given, else `eval_split` of
+    `source`, else the source's evaluation split (validation / test) when it has one, else the rest of the
+    calibration split, which are training images and are reported as such."""
+    from ..data.datasets import (
+        ImageSource,
+        class_names,
+        describe_split,
+        eval_split_name,
+        load_image_splits,
+        resolve_split,
+    )
 
     if samples < 1:
         raise UserError(f"--calibration_samples {samples}: calibrate on at least 1 image (100–500 is typical).")
-    splits = load_image_splits(ImageSource.named(str(source), "--calibration_data"))
+    calibration_source = ImageSource.named(str(source), "--calibration_data")
+    splits = load_image_splits(calibration_source)
     name = "train" if "train" in splits else next(iter(splits))
     dataset = splits[name].shuffle(seed=seed)
     count = min(samples, len(dataset))
-    evaluation = eval_split_name(splits, exclude=name)
-    if evaluation is not None:
-        rest, held_out_from = splits[evaluation], f"the {evaluation} split"
+    compare_source, compare_splits = calibration_source, splits
+    if eval_data is not None:
+        compare_source = ImageSource.named(str(eval_data), "--eval_data")
+        compare_splits = load_image_splits(compare_source)
+    if eval_split is not None:
+        evaluation = resolve_split(compare_splits, eval_split, compare_source, "--eval_split")
+    elif eval_data is not None:
+        evaluation = eval_split_name(compare_splits)
+        if evaluation is None:
+            raise UserError(f"--eval_data {eval_data} has splits {', '.join(compare_splits)}: choose one with "
+                            "--eval_split.")
     else:
-        rest, held_out_from = dataset.select(range(count, len(dataset))), f"the rest of the {name} split"
-    rest = rest.select(range(min(held_out, len(rest))))
+        evaluation = eval_split_name(splits, exclude=name)
+    training = evaluation is None or (eval_data is None and evaluation == name)
+    if training:  # the calibration split's other images (datasets refuses an empty range: select none then)
+        first, rest = count, dataset
+        held_out_from = f"{describe_split(calibration_source, name)}, minus the calibration images"
+    else:
+        first, rest = 0, compare_splits[evaluation]
+        held_out_from = describe_split(compare_source, evaluation)
+    last = min(len(rest), first + held_out)
+    rest = rest.select(range(first, last)) if last > first else rest.select([])
     names = class_names(rest, "label")
     labels = list(rest["label"]) if names is not None else None
     return ImageSplit([to_rgb(image) for image in dataset.select(range(count))["image"]],
-                      [to_rgb(image) for image in rest["image"]], labels, names, held_out_from)
+                      [to_rgb(image) for image in rest["image"]], labels, names, held_out_from, training)
 
 
 def _pixel_batches(images: Sequence, image_processor, batch_size: int) -> Iterable[np.ndarray]:
@@ -267,6 +296,8 @@ def export_onnx(
     calibration_data=None,
     calibration_samples: int = 200,
     overwrite: bool = False,
+    eval_data=None,
+    eval_split: str | None = None,
 ) -> OnnxExport:
     """Export a RIFormer to ONNX with its labels and preprocessing; optionally quantise it to INT8.
 
@@ -278,8 +309,10 @@ def export_onnx(
     only the new files (no earlier `model_int8.onnx` beside a new `model.onnx`). The fp32 graph is checked in ONNX
     Runtime against PyTorch at every batch size × image size (default: the processor's size and 32 px more) and
     nothing is written if any max |Δlogits| exceeds 1e-4. INT8 calibrates on `calibration_samples` images of
-    `calibration_data` (a folder or "digits") and compares top-1 with the fp32 graph on held-out images. The files are
-    written to a staging folder and moved into place when every step succeeded (`OutputFolder.staged`).
+    `calibration_data` (a folder or "digits") and compares top-1 with the fp32 graph on held-out images
+    (`load_calibration_images`: `eval_data` / `eval_split`, else the calibration data's evaluation split, else the
+    rest of its training images, reported as such). The files are written to a staging folder and moved into place
+    when every step succeeded (`OutputFolder.staged`).
     """
     source_onnx = onnx_source(model_or_dir)
     if isinstance(output_path, OutputFolder):
@@ -305,7 +338,12 @@ def export_onnx(
         image_processor = image_processor or source_processor
     image_processor = image_processor if image_processor is not None else make_image_processor()
     image_size = processor_spec(image_processor).image_size
-    split = load_calibration_images(calibration_data, calibration_samples) if int8 else None
+    if (eval_data is not None or eval_split is not None) and not int8:
+        raise UserError("--eval_data and --eval_split choose the images INT8 is compared on: add --int8.")
+    split = None
+    if int8:
+        split = load_calibration_images(calibration_data, calibration_samples, eval_data=eval_data,
+                                        eval_split=eval_split)
 
     result = OnnxExport(output_dir, output_dir / ONNX_FILE, opset)
     with output.staged() as staging:
@@ -334,6 +372,7 @@ def export_onnx(
                     fp32_path, staging / INT8_FILE, split.held_out, image_processor, labels
                 )
                 result.int8_comparison["held_out_from"] = split.held_out_from
+                result.int8_comparison["training_images"] = split.training_images
             result.int8_path, result.calibration_images = output_dir / INT8_FILE, len(split.calibration)
     return result
 
@@ -401,12 +440,18 @@ def format_export_report(result: OnnxExport) -> str:
                      f"{result.int8_path}")
         compared = result.int8_comparison
         if compared:
-            text = (f"{compared['images']} held-out images ({compared['held_out_from']}): top-1 agrees with fp32"
-                    f" {100 * compared['agreement']:.1f} %")
+            if compared.get("training_images"):
+                text = (f"{compared['images']} training images ({compared['held_out_from']}), not held out "
+                        "(--eval_data or --eval_split names held-out images): top-1 agrees with fp32")
+            else:
+                text = f"{compared['images']} held-out images ({compared['held_out_from']}): top-1 agrees with fp32"
+            text += f" {100 * compared['agreement']:.1f} %"
             if "top1_change_points" in compared:
                 text += (f"; top-1 fp32 {100 * compared['fp32_top1']:.2f} %, INT8 {100 * compared['int8_top1']:.2f} % "
                          f"({compared['top1_change_points']:+.2f} points)")
             lines.append(text)
+        elif result.int8_path is not None:
+            lines.append("No images left to compare INT8 with fp32 on (every image calibrated): pass --eval_data.")
     return "\n".join(lines)
 
 

@@ -19,6 +19,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--calibration_data", default=None,
                         help="'digits', an image folder (class subfolders optional) or a Hub dataset")
     parser.add_argument("--calibration_samples", type=int, default=200, help="images to calibrate on")
+    parser.add_argument("--eval_data", default=None,
+                        help="held-out images to compare INT8 with fp32 on: 'digits', an image folder or a Hub dataset "
+                        "(default: --calibration_data's validation/test split; without one, the calibration split's "
+                        "other images, which the report calls training images)")
+    parser.add_argument("--eval_split", default=None,
+                        help="the split (or split folder, e.g. val) of --eval_data, else of --calibration_data, to "
+                        "compare on")
     parser.add_argument("--no_validate", action="store_true", help="skip the ONNX Runtime vs PyTorch check")
     parser.add_argument("--overwrite_output_dir", action="store_true", help=OVERWRITE_HELP)
     return parser
@@ -37,6 +44,7 @@ def main(argv: list[str] | None = None) -> OnnxExport:
         result = export_onnx(
             args.model_name_or_path, output, opset=args.opset, validate=not args.no_validate, int8=args.int8,
             calibration_data=args.calibration_data, calibration_samples=args.calibration_samples,
+            eval_data=args.eval_data, eval_split=args.eval_split,
         )
     print(format_export_report(result))
     return result

@@ -18,7 +18,14 @@ from ..errors import UserError
 from ..models.riformer.modeling_riformer import RIFormerPreTrainedModel
 from .deploy import export_reparameterized
 from .hub import HubPushError, push_failure, upload_checkpoint, upload_export
-from .model_card import build_model_card, eval_results_from_log_history, hub_model_id_of, recipe_from_training
+from .model_card import (
+    build_classifier_card,
+    build_model_card,
+    describe_teachers,
+    eval_results_from_log_history,
+    hub_model_id_of,
+    recipe_from_training,
+)
 
 logger = logging.get_logger(__name__)
 TRAINING_ARGS_FILE = "training_args.bin"
@@ -37,18 +44,22 @@ class ReparameterizedExportMixin:
       `hub_revision`, `hub_always_push` and `HF_ENDPOINT` are honoured.
     - The Hub failing never stops training or the local save: background failures are logged, `push_to_hub()`
       raises `HubPushError`; both name what failed and the `riformer-push` command that retries.
-    - Students that are not RIFormers (baselines) save and push exactly as with `Trainer`.
+    - Models that are not RIFormers (teachers, baselines) save their checkpoints and weights as with `Trainer`; the
+      final save and `push_to_hub()` add their model card (`build_classifier_card`: the model as trained, no
+      re-parameterisation), and `push_to_hub()` pushes the same files as for a RIFormer, failing the same way.
 
     Args (keyword, besides the Trainer's):
         push_training_weights: also push (and keep in `output_dir/training/`) the training form.
-        model_card: card fields (`datasets`, `base_model`, `license`, `language`, `tags`, `model_name`); teachers
-            loaded from the Hub (`teacher_model`, `imitation_teacher` attributes) become `base_model` by default.
+        model_card: card fields (`datasets`, `base_model`, `license`, `language`, `tags`, `model_name`,
+            `initialised_from`); teachers loaded from the Hub (`teacher_model`, `imitation_teacher` attributes)
+            become `base_model` by default, and every teacher is named in the card with its recorded accuracy.
     """
 
     def __init__(self, *args, push_training_weights: bool = False, model_card: dict | None = None, **kwargs):
         self.push_training_weights = push_training_weights
         self.model_card = dict(model_card or {})
         self._hub_api = None
+        self._teacher_entries = None
         super().__init__(*args, **kwargs)
 
     @property
@@ -73,9 +84,15 @@ class ReparameterizedExportMixin:
         return Path(output_dir).absolute() != Path(self.args.output_dir).absolute()
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
-        """Training form inside checkpoints; the deploy export (`export_reparameterized`) everywhere else."""
-        if self._riformer is None or self._is_checkpoint_save(output_dir, _internal_call):
+        """Training form inside checkpoints; the deploy export (`export_reparameterized`) everywhere else. Other
+        models save as with Trainer, plus their model card outside checkpoints."""
+        if self._is_checkpoint_save(output_dir, _internal_call):
             super().save_model(output_dir, _internal_call=_internal_call)
+            return
+        if self._riformer is None:
+            super().save_model(output_dir, _internal_call=_internal_call)
+            if self.args.should_save:
+                self._save_classifier_card(Path(output_dir if output_dir is not None else self.args.output_dir))
             return
         output_dir = Path(output_dir if output_dir is not None else self.args.output_dir)
         student = self._gathered_student()
@@ -140,14 +157,14 @@ class ReparameterizedExportMixin:
         private: bool | None = None,
         **kwargs,
     ):
-        """Save the deploy export to `output_dir` and push it. `kwargs` are card fields, with Trainer's names too
+        """Save the deploy export (another model: the model as saved) to `output_dir` and push it. `kwargs` are card
+        fields, with Trainer's names too
         (`dataset`, `dataset_tags`, `finetuned_from`, `license`, `tags`, `model_name`, `language`).
 
         Returns the CommitInfo, or a Future when `blocking=False`. Raises `HubPushError` when the Hub fails; the
-        local export is complete by then and the error gives the command that retries.
+        local export is complete by then and the error gives the command that retries. A model that is not a RIFormer
+        is pushed as it was saved (weights, config, image processor, code, card).
         """
-        if self._riformer is None:
-            return super().push_to_hub(commit_message, blocking, token, revision, private, **kwargs)
         self.callback_handler.on_push_begin(self.args, self.state, self.control)
         self._update_card_fields(kwargs)
         self.save_model(_internal_call=True)
@@ -160,17 +177,24 @@ class ReparameterizedExportMixin:
         )
 
     def create_model_card(self, **kwargs) -> None:
-        """Write the RIFormer model card to `output_dir/README.md` (fields as in `push_to_hub`)."""
-        if self._riformer is None:
-            return super().create_model_card(**kwargs)
+        """Write the model card to `output_dir/README.md` (fields as in `push_to_hub`): the RIFormer card, or for
+        another model the classifier card."""
         if not self.is_world_process_zero():
             return
         self._update_card_fields(kwargs)
+        if self._riformer is None:
+            self._save_classifier_card(Path(self.args.output_dir))
+            return
         processor = self.processing_class if self.processing_class is not None else make_image_processor()
         card = build_model_card(
             self._riformer, processor, **self._card_info(), training_subfolder=self.push_training_weights
         )
         card.save(Path(self.args.output_dir) / "README.md")
+
+    def _save_classifier_card(self, folder: Path) -> None:
+        model = self.accelerator.unwrap_model(self.model, keep_torch_compile=False)
+        processor = self.processing_class if self.processing_class is not None else make_image_processor()
+        build_classifier_card(model, processor, **self._card_info()).save(folder / "README.md")
 
     def _push_from_checkpoint(self, checkpoint_folder: str) -> None:
         """Push an export of the checkpoint just saved, in the background, following `hub_strategy`."""
@@ -249,7 +273,8 @@ class ReparameterizedExportMixin:
 
     def _push_failure(self, error, local_dir, upload: dict) -> HubPushError:
         retry = {k: upload.get(k) for k in ("revision", "private", "commit_message")}
-        return push_failure(error, self.hub_model_id or self._repo_name(), local_dir, **retry)
+        what = "the re-parameterised RIFormer" if self._riformer is not None else "the model"
+        return push_failure(error, self.hub_model_id or self._repo_name(), local_dir, what=what, **retry)
 
     # ---- card fields ----
     def _repo_name(self) -> str:
@@ -272,8 +297,20 @@ class ReparameterizedExportMixin:
             "base_model": teacher_ids or None,
             "eval_results": eval_results_from_log_history(self.state.log_history, best_step),
             "recipe": recipe_from_training(self.args, self.state),
+            "teachers": self._teachers_for_card(),
             **self.model_card,
         }
+
+    def _teachers_for_card(self) -> list[dict] | None:
+        """The teachers the card names (a logit teacher only when logits are distilled), looked up once."""
+        logit = getattr(self, "teacher_model", None)
+        if getattr(self.args, "distillation_type", None) == "none":
+            logit = None
+        imitation = getattr(self, "imitation_teacher", None)
+        key = (id(logit), id(imitation))
+        if self._teacher_entries is None or self._teacher_entries[0] != key:
+            self._teacher_entries = (key, describe_teachers(logit, imitation) or None)
+        return self._teacher_entries[1]
 
 
 __all__ = ["ReparameterizedExportMixin"]

@@ -14,6 +14,8 @@ from ..distillation.recipes import recipe_model_values
 from ..errors import UserError
 
 STREAM_SHUFFLE_BUFFER = 1000  # examples (undecoded) held to shuffle a stream, after its shards are shuffled
+RIFORMER = "riformer"
+MODEL_TYPES = (RIFORMER, "poolformer", "gfnet")  # the families --model_type builds from scratch
 
 
 @dataclass
@@ -63,16 +65,32 @@ class DataArguments:
 
 @dataclass
 class ModelArguments:
-    """The student and its teachers."""
+    """The model to train (a RIFormer student, or a teacher) and its teachers."""
 
     _argument_group_name = "student and teachers"
 
-    model_preset: str = field(default="s12", metadata={"help": "RIFormer preset (s12, s24, s36, m36, m48)."})
-    config_name: str | None = field(
-        default=None, metadata={"help": "A RIFormer config (folder, config.json or Hub id) to build the student from."}
-    )
     model_name_or_path: str | None = field(
-        default=None, metadata={"help": "A trained RIFormer (training form; folder or Hub id) to start from."}
+        default=None,
+        metadata={"help": "The model to train, from a folder or Hub id: a RIFormer (training form) to continue, or any "
+                  "image classifier AutoModelForImageClassification loads (PoolFormer, GFNet, ...) to fine-tune as a "
+                  "teacher on these labels; its head is re-initialised when it predicts another number of classes "
+                  "than the dataset has (the log names the tensors). Such a model is exported as it is, with its "
+                  "image processor."},
+    )
+    model_type: str | None = field(
+        default=None,
+        metadata={"help": "Train a model of this family from scratch at --model_preset: riformer (the default "
+                  "student), or poolformer / gfnet (teachers).", "choices": list(MODEL_TYPES)},
+    )
+    model_preset: str | None = field(
+        default=None,
+        metadata={"help": "Preset of --model_type: s12, s24, s36, m36, m48 (RIFormer, PoolFormer; default s12) or "
+                  "gfnet-h-ti, gfnet-h-s, gfnet-h-b (GFNet; default gfnet-h-ti)."},
+    )
+    config_name: str | None = field(
+        default=None,
+        metadata={"help": "A config (folder, config.json or Hub id) of any image classifier to build the model from, "
+                  "with fresh weights."},
     )
     depths: list[int] | None = field(default=None, metadata={"help": "Override the blocks per stage."})
     hidden_sizes: list[int] | None = field(default=None, metadata={"help": "Override the channels per stage."})
@@ -86,15 +104,22 @@ class ModelArguments:
     )
     drop_path_rate: float | None = field(default=None, metadata={"help": "Stochastic depth of the student."})
     teacher_model: str | None = field(
-        default=None, metadata={"help": "Logit teacher (folder or Hub id): any image classifier on the same labels."}
+        default=None,
+        metadata={"help": "Logit teacher (folder or Hub id): any image classifier predicting the dataset's classes, "
+                  "in the same order (fine-tune one with --model_name_or_path first). Any model can learn from it."},
     )
     imitation_teacher: str | None = field(
         default=None,
-        metadata={"help": "Module-imitation teacher: a PoolFormer isomorphic to the student (folder or Hub id)."},
+        metadata={"help": "Module-imitation teacher of a RIFormer student: a PoolFormer of the student's layout "
+                  "(folder or Hub id). It may predict other classes: imitation compares features."},
     )
     init_from_teacher: bool = field(
         default=False,
-        metadata={"help": "Initialise the student from the PoolFormer teacher (all but the affine mixers)."},
+        metadata={"help": "Start the RIFormer student from the PoolFormer teacher (the paper's initialisation): every "
+                  "tensor but the affine mixers, which start as the identity; the architecture is the PoolFormer's. "
+                  "The right choice whenever a PoolFormer of the size you want exists, e.g. an ImageNet one for "
+                  "your own data: its backbone is copied and, when it predicts other classes, the head starts "
+                  "afresh (logged)."},
     )
     teacher_image_size: int | None = field(
         default=None,
@@ -139,9 +164,11 @@ CLI_DEFAULTS = {
 def build_parser() -> HfArgumentParser:
     parser = HfArgumentParser(
         ARGUMENT_TYPES, prog="riformer-train", usage="%(prog)s [--FLAG VALUE ...] | %(prog)s CONFIG.json",
-        description="Distil or train a RIFormer student (default: the embedded digits, train then evaluate). "
-        "RIFormer's recipe options come first, then transformers' TrainingArguments, the student and teachers, the "
-        "data and the run. A single CONFIG.json argument gives the same fields as a JSON object.",
+        description="Distil or train a RIFormer student, or train a teacher: fine-tune any image classifier "
+        "(--model_name_or_path, e.g. a PoolFormer or GFNet) or build one (--model_type poolformer|gfnet) on your "
+        "labels (default data: the embedded digits; train, then evaluate). RIFormer's recipe options come first, "
+        "then transformers' TrainingArguments, the model and teachers, the data and the run. A single CONFIG.json "
+        "argument gives the same fields as a JSON object.",
     )
     parser.set_defaults(**CLI_DEFAULTS, dataloader_pin_memory=has_accelerator())
     return parser
@@ -221,4 +248,13 @@ def _build(dtype, namespace: dict):
         raise UserError(" ".join(str(error).split())) from error
 
 
-__all__ = ["ARGUMENT_TYPES", "DataArguments", "ModelArguments", "RunArguments", "build_parser", "parse_args"]
+__all__ = [
+    "ARGUMENT_TYPES",
+    "MODEL_TYPES",
+    "RIFORMER",
+    "DataArguments",
+    "ModelArguments",
+    "RunArguments",
+    "build_parser",
+    "parse_args",
+]

@@ -1,6 +1,10 @@
 """What `riformer-train` builds from its arguments: the data (train and eval splits, label maps, transforms), the
 teachers and their preprocessing, the student and its image processor, and the `RIFormerDistillationTrainer`."""
 
+import logging as logging_module
+from contextlib import contextmanager
+from pathlib import Path
+
 from transformers import (
     AutoModelForImageClassification,
     PoolFormerForImageClassification,
@@ -9,7 +13,8 @@ from transformers import (
 )
 from transformers.utils import logging
 
-from ..convert.poolformer import from_poolformer
+from ..convert.gfnet import GFNET_CROP_PCT
+from ..convert.poolformer import from_poolformer, poolformer_config
 from ..data import (
     PRESET_CROP_PCT,
     ProcessorSpec,
@@ -23,21 +28,22 @@ from ..data import (
 from ..data.datasets import (
     ImageSource,
     check_columns,
-    check_split,
     class_names,
     eval_split_name,
     load_image_splits,
+    resolve_split,
 )
 from ..data.preprocessing import DEFAULT_CROP_PCT, PROCESSOR_FILE
 from ..data.rand_augment import RandAugment, fill_from_mean
 from ..distillation.seeding import SeededAugmentation
-from ..distillation.trainer import RIFormerDistillationTrainer
+from ..distillation.trainer import RIFormerDistillationTrainer, label_space
 from ..errors import UserError
 from ..evaluation.metrics import accuracy_metrics
 from ..loading import load_pretrained
+from ..models.gfnet import GFNetConfig
 from ..models.riformer import RIFormerConfig, RIFormerForImageClassification
-from .arguments import STREAM_SHUFFLE_BUFFER
-from .checks import load_config
+from .arguments import RIFORMER, STREAM_SHUFFLE_BUFFER
+from .checks import load_config, trained_model_type
 
 logger = logging.get_logger(__name__)
 
@@ -53,22 +59,24 @@ def load_image_dataset(data_args, image_size: int):
 
     source = image_source(data_args)
     data = load_image_splits(source, streaming=data_args.streaming, digits_image_size=image_size)
-    check_split(data, data_args.train_split, source, "--train_split")
-    eval_split = data_args.eval_split or eval_split_name(data, exclude=data_args.train_split)
+    train_split = resolve_split(data, data_args.train_split, source, "--train_split")
+    if data_args.eval_split is not None:
+        eval_split = resolve_split(data, data_args.eval_split, source, "--eval_split")
+    else:
+        eval_split = eval_split_name(data, exclude=train_split)
     if eval_split is not None:
-        check_split(data, eval_split, source, "--eval_split")
-        data = type(data)(train=data[data_args.train_split], eval=data[eval_split])
+        data = type(data)(train=data[train_split], eval=data[eval_split])
     elif data_args.streaming:
         if data_args.max_eval_samples is None:
             raise UserError(
                 "The streamed dataset has no eval split: pass --max_eval_samples N to hold out its first N images, "
                 "or name a split with --eval_split."
             )
-        stream = data[data_args.train_split]
+        stream = data[train_split]
         data = IterableDatasetDict(train=stream.skip(data_args.max_eval_samples),
                                    eval=stream.take(data_args.max_eval_samples))
     else:
-        held_out = data[data_args.train_split].train_test_split(test_size=data_args.eval_fraction, seed=0)
+        held_out = data[train_split].train_test_split(test_size=data_args.eval_fraction, seed=0)
         data = DatasetDict(train=held_out["train"], eval=held_out["test"])
     for split, limit in (("train", data_args.max_train_samples), ("eval", data_args.max_eval_samples)):
         if limit is not None and data_args.streaming:
@@ -85,8 +93,6 @@ def _check_label_column(train, data_args) -> None:
     columns = train.column_names
     if data_args.data_dir is None or columns is None or data_args.label_column in columns:
         return
-    from pathlib import Path
-
     root = Path(data_args.data_dir)
     root = root / data_args.train_split if (root / data_args.train_split).is_dir() else root
     classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -114,6 +120,58 @@ def load_classifier(flag: str, name_or_path: str, **kwargs):
     """An image classifier from a folder or the Hub, through the Auto classes (RIFormer and GFNet are registered)."""
     load_config(flag, name_or_path)
     return load_pretrained(AutoModelForImageClassification, name_or_path, f"--{flag}", **kwargs)
+
+
+class _LoadReportFilter(logging_module.Filter):
+    def filter(self, record) -> bool:
+        return "LOAD REPORT" not in record.getMessage()
+
+
+@contextmanager
+def _without_load_report():
+    """transformers' load report (a table of re-initialised tensors, at warning level) stays quiet: the caller logs
+    one line saying the same in the dataset's terms. A filter, not a level: transformers checks tensor-parallel
+    plans (and warns about them) when its loading logger is set above warnings."""
+    report, quiet = logging.get_logger("transformers.modeling_utils"), _LoadReportFilter()
+    report.addFilter(quiet)
+    try:
+        yield
+    finally:
+        report.removeFilter(quiet)
+
+
+def _names(labels: dict, limit: int = 5) -> str:
+    values = [str(labels[k]) for k in sorted(labels)]
+    return ", ".join(values[:limit]) + (", ..." if len(values) > limit else "")
+
+
+def load_for_labels(flag: str, name_or_path: str, id2label: dict, label2id: dict, **overrides):
+    """The image classifier `name_or_path` with its head fitted to the dataset's classes: a new head (one log line
+    naming the re-initialised tensors) when it predicts another number of classes, else its own head under the
+    dataset's class names (a warning when its own names differ, e.g. ImageNet's words against folder names).
+    `overrides` are config fields (e.g. `drop_path_rate`)."""
+    count, names = label_space(load_config(flag, name_or_path))
+    with _without_load_report():
+        model, info = load_classifier(
+            flag, name_or_path, id2label=id2label, label2id=label2id, ignore_mismatched_sizes=True,
+            output_loading_info=True, **overrides,
+        )
+    fresh = sorted(info["missing_keys"])
+    fresh += [f"{key} {list(old)} → {list(new)}" for key, old, new in sorted(info["mismatched_keys"])]
+    theirs = _names(names) if names else "unnamed"
+    if fresh:
+        logger.warning(
+            f"--{flag} {name_or_path} ({type(model).__name__}) predicts {count} classes ({theirs}), the dataset has "
+            f"{len(id2label)} ({_names(id2label)}): re-initialised for the dataset's classes: {', '.join(fresh)}; "
+            "every other tensor is loaded."
+        )
+    elif names is not None and names != id2label:
+        logger.warning(
+            f"--{flag} {name_or_path} predicts as many classes as the dataset ({count}) under other names ({theirs} "
+            f"against {_names(id2label)}): its classifier is kept, as predicting the dataset's classes in the "
+            "dataset's order (image folders: sorted folder names)."
+        )
+    return model
 
 
 def teacher_preprocessing(name_or_path: str, model_args):
@@ -166,15 +224,16 @@ def _seeded(train_dataset, training_args):
     return SeededAugmentation(train_dataset, training_args.seed)
 
 
-def _student_overrides(model_args) -> dict:
+def _config_overrides(model_args) -> dict:
     values = (("depths", model_args.depths), ("hidden_sizes", model_args.hidden_sizes),
               ("drop_path_rate", model_args.drop_path_rate))
     return {k: tuple(v) if isinstance(v, list) else v for k, v in values if v is not None}
 
 
 def build_student(model_args, id2label, label2id, poolformer=None) -> RIFormerForImageClassification:
-    """The student to train: from a PoolFormer (`--init_from_teacher`), trained weights, a config or a preset."""
-    overrides = _student_overrides(model_args)
+    """The RIFormer student to train: from a PoolFormer (`--init_from_teacher`; a new head when the PoolFormer
+    predicts other classes), trained weights, a config or a preset."""
+    overrides = _config_overrides(model_args)
     labels = {"id2label": id2label, "label2id": label2id}
     if model_args.init_from_teacher:
         if poolformer is None:
@@ -187,22 +246,43 @@ def build_student(model_args, id2label, label2id, poolformer=None) -> RIFormerFo
             raise UserError(
                 f"--init_from_teacher takes the architecture from the PoolFormer; drop --{', --'.join(architecture)}."
             )
-        if poolformer.config.num_labels != len(id2label):
-            raise UserError(
-                f"The PoolFormer predicts {poolformer.config.num_labels} classes, the dataset has {len(id2label)}."
-            )
-        return from_poolformer(poolformer, **overrides)
+        return from_poolformer(poolformer, **labels, **overrides)
     if model_args.model_name_or_path is not None:
-        return load_classifier("model_name_or_path", model_args.model_name_or_path, ignore_mismatched_sizes=True,
-                               **labels, **overrides)
-    if model_args.config_name is not None:
-        config = load_config("config_name", model_args.config_name, **labels, **overrides)
-    else:
-        try:
-            config = RIFormerConfig.from_preset(model_args.model_preset, **labels, **overrides)
-        except ValueError as error:  # an unknown preset, or overrides the config refuses
-            raise UserError(" ".join(str(error).split())) from None
-    return RIFormerForImageClassification(config)
+        return load_for_labels("model_name_or_path", model_args.model_name_or_path, **labels, **overrides)
+    return build_from_scratch(model_args, RIFORMER, id2label, label2id)
+
+
+def build_from_scratch(model_args, model_type: str, id2label, label2id, image_size: int = 224):
+    """A model of `model_type` with fresh weights, from `--config_name` or `--model_preset` (RIFormer and PoolFormer:
+    the paper's s12 … m48 layouts; GFNet: GFNet-H-Ti/S/B, made for `image_size`)."""
+    overrides = _config_overrides(model_args)
+    labels = {"id2label": id2label, "label2id": label2id}
+    try:
+        if model_args.config_name is not None:
+            config = load_config("config_name", model_args.config_name, **labels, **overrides)
+        elif model_type == "gfnet":
+            config = GFNetConfig.from_preset(model_args.model_preset or "gfnet-h-ti", image_size=image_size,
+                                             **labels, **overrides)
+        else:
+            config = RIFormerConfig.from_preset(model_args.model_preset or "s12", **labels, **overrides)
+            if model_type == "poolformer":  # the PoolFormer of the same layout, as the paper pairs them
+                config = poolformer_config(config, drop_path_rate=config.drop_path_rate)
+    except ValueError as error:  # an unknown preset, or overrides the config refuses
+        raise UserError(" ".join(str(error).split())) from None
+    if config.model_type == RIFORMER:
+        return RIFormerForImageClassification(config)
+    return AutoModelForImageClassification.from_config(config)
+
+
+def build_model(model_args, model_type: str, id2label, label2id, poolformer=None, image_size: int = 224):
+    """The model riformer-train trains: a RIFormer student (`build_student`), or another image classifier (a teacher):
+    fine-tuned from `--model_name_or_path` with its head fitted to the dataset's classes, or built from scratch."""
+    if model_type == RIFORMER:
+        return build_student(model_args, id2label, label2id, poolformer)
+    if model_args.model_name_or_path is not None:
+        overrides = {"drop_path_rate": model_args.drop_path_rate} if model_args.drop_path_rate is not None else {}
+        return load_for_labels("model_name_or_path", model_args.model_name_or_path, id2label, label2id, **overrides)
+    return build_from_scratch(model_args, model_type, id2label, label2id, image_size)
 
 
 def load_model_to_evaluate(model_args, id2label):
@@ -216,13 +296,14 @@ def load_model_to_evaluate(model_args, id2label):
     return model
 
 
-def build_image_processor(model_args, sources=(), default_size: int = 224):
-    """The student's image processor, the one owner of its preprocessing: the first of `sources` (the starting
+def build_image_processor(model_args, sources=(), default_size: int = 224, model_type: str = RIFORMER):
+    """The trained model's image processor, the one owner of its preprocessing: the first of `sources` (the starting
     weights, the PoolFormer it is initialised from) that has one, else a PoolFormer-style processor at the preset's
-    crop. `--image_size` / `--crop_pct` override its size and crop."""
+    crop (GFNet: DeiT's 0.875). `--image_size` / `--crop_pct` override its size and crop."""
     processor = next((p for p in map(load_image_processor, sources) if p is not None), None)
     if processor is None:
-        crop_pct = PRESET_CROP_PCT.get(model_args.model_preset.lower(), DEFAULT_CROP_PCT)
+        preset = (model_args.model_preset or "s12").lower().removeprefix("riformer-")
+        crop_pct = GFNET_CROP_PCT if model_type == "gfnet" else PRESET_CROP_PCT.get(preset, DEFAULT_CROP_PCT)
         return make_image_processor(model_args.image_size or default_size, model_args.crop_pct or crop_pct)
     if model_args.image_size or model_args.crop_pct:
         size = model_args.image_size or processor.crop_size["height"]
@@ -246,10 +327,28 @@ def build_teachers(model_args):
     return teacher, imitation_teacher
 
 
+def drop_recipe_imitation(training_args, model_type: str) -> None:
+    """`--recipe` sets module imitation, which trains a RIFormer's token mixers: for another model (a teacher) the
+    weights it set are switched off, with a log line (given explicitly they are refused before, by `check_models`)."""
+    dropped = [name for name in ("lambda_hidden", "lambda_mixer", "lambda_relation") if getattr(training_args, name)]
+    if not dropped:
+        return
+    for name in dropped:
+        setattr(training_args, name, 0.0)
+    logger.warning(
+        f"--recipe {training_args.recipe} sets module imitation ({', '.join(dropped)}), which trains a RIFormer "
+        f"student; the model trained here is a {model_type!r} model, so it is off. The rest of the recipe applies."
+    )
+
+
 def build_trainer(data_args, model_args, training_args) -> RIFormerDistillationTrainer:
-    """Dataset, student, teachers, image processor, transforms and metrics, wired into a
-    `RIFormerDistillationTrainer`. The student is built after the seed is set, so a seed fixes its initial weights."""
+    """Dataset, model, teachers, image processor, transforms and metrics, wired into a
+    `RIFormerDistillationTrainer`. The model is built after the seed is set, so a seed fixes its initial weights. It
+    is a RIFormer student, or any image classifier (a teacher, which may learn from a logit teacher itself)."""
     source = image_source(data_args)
+    model_type = trained_model_type(model_args, training_args.do_train)
+    if training_args.do_train and model_type != RIFORMER:
+        drop_recipe_imitation(training_args, model_type)
     with training_args.main_process_first(desc="loading data and models"):  # one process downloads, the others reuse
         teacher, imitation_teacher = build_teachers(model_args)
         teacher_processor = teacher_preprocessing(model_args.teacher_model, model_args) if teacher else None
@@ -260,12 +359,14 @@ def build_trainer(data_args, model_args, training_args) -> RIFormerDistillationT
         sources = [model_args.model_name_or_path] if model_args.model_name_or_path else []
         if model_args.init_from_teacher and poolformer is not None:
             sources.append(poolformer.name_or_path)
-        processor = build_image_processor(model_args, [s for s in sources if s], source.default_image_size)
-        data = load_image_dataset(data_args, image_size=processor_spec(processor).image_size)
+        processor = build_image_processor(model_args, [s for s in sources if s], source.default_image_size,
+                                          model_type)
+        image_size = processor_spec(processor).image_size
+        data = load_image_dataset(data_args, image_size=image_size)
         id2label, label2id = label_maps(data["train"], data_args.label_column)
         set_seed(training_args.seed)
         if training_args.do_train:
-            student = build_student(model_args, id2label, label2id, poolformer)
+            student = build_model(model_args, model_type, id2label, label2id, poolformer, image_size)
         else:
             student = load_model_to_evaluate(model_args, id2label)
     if data_args.streaming:
@@ -286,17 +387,46 @@ def build_trainer(data_args, model_args, training_args) -> RIFormerDistillationT
         data_collator=default_data_collator,
         processing_class=processor,
         compute_metrics=accuracy_metrics,
+        model_card=card_fields(model_args, poolformer, student) if training_args.do_train else None,
     )
 
 
+def card_fields(model_args, poolformer, model) -> dict:
+    """What the model card says about where the trained model's weights started (`initialised_from`, and a Hub
+    model as `base_model`)."""
+    from ..export.model_card import hub_model_id_of
+
+    def shown(name: str) -> str:
+        return name if hub_model_id_of(name) else f"{Path(name).name} (a local folder)"
+
+    fields = {}
+    if model_args.init_from_teacher and poolformer is not None:  # a teacher: named as one, and base_model already
+        new_head = dict(poolformer.config.id2label) != dict(model.config.id2label)
+        fields["initialised_from"] = (
+            f"the PoolFormer {shown(poolformer.name_or_path)}: every tensor but the affine token mixers"
+            + (" and the classifier, new for these classes" if new_head else "")
+        )
+    elif model_args.model_name_or_path is not None:
+        source = model_args.model_name_or_path
+        fields["initialised_from"] = shown(source)
+        if hub_model_id_of(source):
+            fields["base_model"] = [source]
+    return fields
+
+
 __all__ = [
+    "build_from_scratch",
     "build_image_processor",
+    "build_model",
     "build_student",
     "build_teachers",
     "build_train_transform",
     "build_trainer",
+    "card_fields",
+    "drop_recipe_imitation",
     "label_maps",
     "load_classifier",
+    "load_for_labels",
     "load_image_dataset",
     "load_model_to_evaluate",
     "teacher_preprocessing",

@@ -12,6 +12,7 @@ from transformers import AutoConfig
 
 from ..errors import MissingInputError, OutputError, UserError
 from ..safety import OutputFolder, RunLock
+from .arguments import RIFORMER
 from .checkpoints import checkpoint_bytes, checkpoint_folders, is_complete_checkpoint, last_complete_checkpoint
 
 RESUME_LAST = ("last", "latest", "true", "True")
@@ -53,14 +54,171 @@ def check_values(data_args, model_args, training_args, run_args) -> None:
         raise UserError("--do_eval without --do_train evaluates --model_name_or_path: give the model to evaluate.")
 
 
-def check_models(model_args, training: bool) -> None:
-    """The teachers exist (or look like Hub ids); the student's config is a RIFormer, in training form if trained."""
+def check_models(model_args, training_args, data_args=None) -> str:
+    """The models named, read from their configs only: the teachers exist (or look like Hub ids); the model to train
+    is an image classifier (a RIFormer in training form when it is trained); RIFormer-only options are refused for
+    another model; the imitation teacher is a PoolFormer, and `--init_from_teacher` has one; a logit teacher predicts
+    the dataset's classes (when a local folder or the digits tell them without reading an image). Returns the
+    model type of the model to train."""
+    training = training_args.do_train
     for flag in ("teacher_model", "imitation_teacher"):
         check_source(flag, getattr(model_args, flag))
-    for flag in ("config_name", "model_name_or_path"):
-        value = getattr(model_args, flag)
-        if value is not None:
-            _check_student_config(flag, value, training)
+    model_type = trained_model_type(model_args, training)
+    if training and model_type != RIFORMER:
+        _refuse_riformer_only_options(model_type, model_args, training_args)
+    if training:
+        _check_teachers(model_args)
+    if training and data_args is not None and model_args.teacher_model and training_args.distillation_type != "none":
+        from ..data.datasets import ImageSource, peek_class_names
+
+        source = ImageSource(data_args.data_dir, data_args.dataset_name, data_args.dataset_config)
+        _check_teacher_classes(model_args.teacher_model, peek_class_names(source))
+    return model_type
+
+
+def trained_model_type(model_args, training: bool = True) -> str:
+    """The `model_type` of the model riformer-train trains (or evaluates): that of --model_name_or_path or
+    --config_name, else --model_type (default riformer); every way of naming it is checked."""
+    named = [(flag, getattr(model_args, flag)) for flag in ("model_name_or_path", "config_name")]
+    named = [(flag, value) for flag, value in named if value is not None]
+    if not named:
+        model_type = model_args.model_type or RIFORMER
+        _check_preset(model_type, model_args.model_preset)
+        return model_type
+    if model_args.model_preset is not None:
+        raise UserError(
+            f"--model_preset {model_args.model_preset} builds a model from scratch, but --{named[0][0]} names the "
+            "model already: drop one of them."
+        )
+    if model_args.model_name_or_path is not None:
+        for flag in ("depths", "hidden_sizes"):
+            if getattr(model_args, flag) is not None:
+                raise UserError(
+                    f"--{flag} changes the architecture, which --model_name_or_path {model_args.model_name_or_path} "
+                    f"fixes with its weights: drop --{flag}, or build a model from scratch (--model_type, "
+                    "--model_preset or --config_name)."
+                )
+    types = {}
+    for flag, value in named:
+        check_source(flag, value)
+        config = load_config(flag, value)
+        _check_classifier(flag, value, config, training)
+        types[flag] = config.model_type
+    model_type = next(iter(types.values()))
+    given = {f"--{flag} {value}": t for (flag, value), t in zip(named, types.values())}
+    if model_args.model_type is not None:
+        given["--model_type"] = model_args.model_type
+    if len(set(given.values())) > 1:
+        listed = ", ".join(f"{name} is a {t!r} model" for name, t in given.items() if name != "--model_type")
+        wanted = f"; --model_type {model_args.model_type}" if model_args.model_type else ""
+        raise UserError(f"The model to train is named twice, differently: {listed}{wanted}: keep one of them.")
+    return model_type
+
+
+def _check_preset(model_type: str, preset: str | None) -> None:
+    from ..models.gfnet import GFNET_PRESETS, GFNetConfig
+    from ..models.riformer import RIFORMER_PRESETS, RIFormerConfig
+
+    if preset is None:
+        return
+    family, presets = (GFNetConfig, GFNET_PRESETS) if model_type == "gfnet" else (RIFormerConfig, RIFORMER_PRESETS)
+    try:
+        family.from_preset(preset)
+    except ValueError:
+        other = "" if model_type == "gfnet" else " (the GFNet presets go with --model_type gfnet)"
+        raise UserError(
+            f"--model_preset {preset} is not a {model_type} preset: choose one of {', '.join(presets)}{other}."
+        ) from None
+
+
+def _check_classifier(flag: str, value: str, config, training: bool) -> None:
+    """An image classifier the Auto classes build; a RIFormer in training form when it is trained."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING
+
+    if config.model_type == RIFORMER:
+        if training and getattr(config, "reparameterized", False):
+            raise UserError(
+                f"--{flag} {value} is a re-parameterised (deploy) RIFormer, which has no token mixer to train or "
+                "imitate: start from the training form (a `checkpoint-N` folder or the export's `training/`), or "
+                "evaluate it with --do_eval alone."
+            )
+        return
+    if type(config) not in MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING:
+        raise UserError(
+            f"--{flag} {value} is a {config.model_type!r} model, which AutoModelForImageClassification cannot build: "
+            "give an image classifier (a RIFormer, PoolFormer, GFNet, ConvNeXt, ViT, ...)."
+        )
+
+
+def _refuse_riformer_only_options(model_type: str, model_args, training_args) -> None:
+    """Module imitation and teacher initialisation train a RIFormer's token mixers: one line listing every such
+    option given for another model. Imitation weights set by --recipe (not given explicitly) are dropped later."""
+    explicit = set(training_args.recipe_overrides or ()) if training_args.recipe else None
+    given = []
+    for name in ("lambda_hidden", "lambda_mixer", "lambda_relation"):
+        value = getattr(training_args, name)
+        if value and (explicit is None or name in explicit):
+            given.append(f"--{name} {value}")
+    if training_args.imitation_layers is not None:
+        given.append("--imitation_layers")
+    if model_args.imitation_teacher is not None:
+        given.append(f"--imitation_teacher {model_args.imitation_teacher}")
+    if model_args.init_from_teacher:
+        given.append("--init_from_teacher")
+    if given:
+        trained = model_args.model_name_or_path or model_args.config_name or f"--model_type {model_type}"
+        raise UserError(
+            f"{', '.join(given)}: module imitation and teacher initialisation train a RIFormer student, but the model "
+            f"to train ({trained}) is a {model_type!r} model: drop them (logit distillation, --teacher_model with "
+            "--distillation_type, works for any model)."
+        )
+
+
+def _check_teachers(model_args) -> None:
+    """The imitation teacher is a PoolFormer; `--init_from_teacher` has one and takes its architecture."""
+    if model_args.imitation_teacher is not None:
+        config = load_config("imitation_teacher", model_args.imitation_teacher)
+        if config.model_type != "poolformer":
+            raise UserError(
+                f"--imitation_teacher {model_args.imitation_teacher} is a {config.model_type!r} model; module "
+                "imitation needs a PoolFormer isomorphic to the student (pass other classifiers as --teacher_model)."
+            )
+    if not model_args.init_from_teacher:
+        return
+    teacher_is_poolformer = (
+        model_args.teacher_model is not None
+        and load_config("teacher_model", model_args.teacher_model).model_type == "poolformer"
+    )
+    if model_args.imitation_teacher is None and not teacher_is_poolformer:
+        raise UserError(
+            "--init_from_teacher needs a PoolFormer teacher: pass --imitation_teacher (or a PoolFormer "
+            "--teacher_model)."
+        )
+    architecture = [flag for flag in ("depths", "hidden_sizes") if getattr(model_args, flag) is not None]
+    architecture += ["model_preset"] if model_args.model_preset is not None else []
+    if architecture:
+        raise UserError(
+            f"--init_from_teacher takes the architecture from the PoolFormer; drop --{', --'.join(architecture)}."
+        )
+
+
+def _check_teacher_classes(teacher: str, classes: list[str] | None) -> None:
+    """A logit teacher predicts the dataset's classes in the dataset's order (when the names are known)."""
+    from ..distillation.trainer import label_space
+
+    if classes is None:
+        return  # a Hub dataset: the trainer checks the label spaces once the data is loaded
+    count, names = label_space(load_config("teacher_model", teacher))
+    data_names = dict(enumerate(classes))
+    if count == len(classes) and (names is None or names == data_names):
+        return
+    shown = ", ".join(list((names or {}).values())[:5]) or "unnamed"
+    raise UserError(
+        f"--teacher_model {teacher} predicts {count} classes ({shown}{', ...' if count > 5 else ''}), the dataset "
+        f"{len(classes)} ({', '.join(classes[:5])}{', ...' if len(classes) > 5 else ''}): logit distillation compares "
+        "predictions class by class. Fine-tune the teacher on this data first (riformer-train --model_name_or_path "
+        f"{teacher} --data_dir ...), or train without it (--distillation_type none)."
+    )
 
 
 def check_source(flag: str, value: str | None) -> None:
@@ -87,28 +245,6 @@ def load_config(flag: str, value: str, **overrides):
     except (OSError, ValueError) as error:
         reason = " ".join(str(error).split())
         raise UserError(f"--{flag} {value}: cannot read its config ({reason}).") from None
-
-
-def _check_student_config(flag: str, value: str, training: bool) -> None:
-    """A RIFormer config, in training form when it is trained."""
-    check_source(flag, value)
-    config = load_config(flag, value)
-    if config.model_type == "poolformer":
-        raise UserError(
-            f"--{flag} {value} is a PoolFormer, not a RIFormer: to start a RIFormer student from it pass "
-            f"`--imitation_teacher {value} --init_from_teacher` (or convert it with `riformer-convert poolformer`)."
-        )
-    if config.model_type != "riformer":
-        raise UserError(
-            f"--{flag} {value} is a {config.model_type!r} model; riformer-train trains RIFormer students: give a "
-            "RIFormer (model_type 'riformer'), or use it as --teacher_model."
-        )
-    if training and getattr(config, "reparameterized", False):
-        raise UserError(
-            f"--{flag} {value} is a re-parameterised (deploy) RIFormer, which has no token mixer to train or imitate: "
-            "start from the training form (a `checkpoint-N` folder or the export's `training/`), or evaluate it with "
-            "--do_eval alone."
-        )
 
 
 def check_hub_repo(training_args) -> None:
@@ -249,4 +385,5 @@ __all__ = [
     "load_config",
     "output_folder",
     "resolve_resume",
+    "trained_model_type",
 ]

@@ -1,5 +1,6 @@
 """`riformer-train`: validate everything that needs no data, build, train (or resume), evaluate, save the metrics,
-the state and the export, push.
+the state and the export, push. The model trained is a RIFormer student (exported in deploy form) or any image
+classifier, e.g. a PoolFormer or GFNet teacher fine-tuned on your labels (exported as it is).
 
 Nothing already on disk is lost: the arguments, the output folder (an earlier run, write access, its run lock, free
 space) and the models named are checked before any data is read; `--overwrite_output_dir` keeps the earlier run aside
@@ -62,7 +63,7 @@ def main(argv: list[str] | None = None):
         torch.set_num_threads(run_args.threads)
     setup_logging(training_args)
     check_values(data_args, model_args, training_args, run_args)
-    check_models(model_args, training_args.do_train)
+    check_models(model_args, training_args, data_args)
     check_hub_repo(training_args)
     lock = check_output_dir(training_args, run_args, model_args)
     with lock or contextlib.nullcontext():
