@@ -380,6 +380,7 @@ def test_recipe_schedule_is_the_papers_share_of_the_run_and_is_logged(tmp_path, 
     feature, relation = -(-2 * steps // 3), -(-steps // 6)
     for line in (f"length: {steps} optimizer steps", "effective batch: 8 = 8 per device × 1 accumulation",
                  "learning rate: 7.81e-06 = 1e-3 × 8 / 1024 (the recipe's linear scaling; a small batch",
+                 "), cosine schedule",
                  f"warm-up: {-(-steps // 120)} step(s) (0.008333 of the run)",
                  f"feature imitation (hidden, mixer): the first {feature} steps (0.6667 of the run)",
                  f"relation imitation: the first {relation} steps (0.1667 of the run)"):

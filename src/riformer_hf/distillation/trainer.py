@@ -114,10 +114,10 @@ def describe_schedule(args, max_steps: int, epochs: float) -> str:
     """The schedule block `ScheduleReport` logs (see there)."""
     processes = args.world_size
     batch = args.per_device_train_batch_size * args.gradient_accumulation_steps * processes
-    length = f"--max_steps {max_steps}" if args.max_steps > 0 else f"{args.num_train_epochs:g} epochs"
+    length = f"--max_steps {max_steps}; {epochs:g} epochs" if args.max_steps > 0 else f"{epochs:g} epochs"
     lines = [
         f"Training schedule{f' (recipe {args.recipe})' if args.recipe else ''}:",
-        f"  length: {max_steps} optimizer steps ({length}; {epochs:g} epochs)",
+        f"  length: {max_steps} optimizer steps ({length})",
         (f"  effective batch: {batch} = {args.per_device_train_batch_size} per device × "
          f"{args.gradient_accumulation_steps} accumulation × {processes} process(es)"),
     ]
@@ -125,7 +125,8 @@ def describe_schedule(args, max_steps: int, epochs: float) -> str:
     if args.recipe and abs(args.learning_rate - recipe_learning_rate(batch)) <= 1e-12:
         rate += f" = 1e-3 × {batch} / 1024 (the recipe's linear scaling"
         rate += "; a small batch gets a small rate: --learning_rate sets one)" if batch < 256 else ")"
-    lines.append(rate + f", {args.lr_scheduler_type} schedule")
+    scheduler = getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type)
+    lines.append(rate + f", {scheduler} schedule")
     warmup = args.get_warmup_steps(max_steps)
     share = f" ({args.warmup_steps:.4g} of the run)" if 0 < args.warmup_steps < 1 else ""
     lines.append(f"  warm-up: {warmup} step(s){share}")
