@@ -50,6 +50,8 @@ def inputs(tmp_path_factory):
 CASES = {
     "missing data folder": (cli.train, ["--data_dir", "{root}/no-such-folder"],
                             "--data_dir {root}/no-such-folder: no such folder: give a folder with one sub-folder"),
+    "'digits' as data folder": (cli.train, ["--data_dir", "digits"],
+                                "(the bundled digits: riformer-train's default, riformer-eval --digits)"),
     "a file as data folder": (cli.train, ["--data_dir", "{root}/a_file.txt"],
                               "--data_dir {root}/a_file.txt is a file, not a folder: give a folder"),
     "an ONNX-only teacher": (cli.train, ["--teacher_model", "{root}/onnx_only"],

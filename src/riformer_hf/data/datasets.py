@@ -78,7 +78,9 @@ def load_image_splits(source: ImageSource, *, streaming: bool = False, digits_im
     if source.data_dir is not None:
         folder = Path(source.data_dir).expanduser()
         if not folder.exists():
-            raise MissingInputError(f"{source.flag} {source.data_dir}: no such folder: {source.folder_fix}.")
+            digits = " (the bundled digits: riformer-train's default, riformer-eval --digits)" if (
+                source.data_dir == DIGITS) else ""
+            raise MissingInputError(f"{source.flag} {source.data_dir}: no such folder: {source.folder_fix}{digits}.")
         if not folder.is_dir():
             raise UserError(f"{source.flag} {source.data_dir} is a file, not a folder: {source.folder_fix}.")
         builder, kwargs = source.dataset_name or "imagefolder", {"data_dir": str(folder)}
