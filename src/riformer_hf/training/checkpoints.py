@@ -3,7 +3,6 @@ disk, and `SafeCheckpointMixin`, which removes a half-written checkpoint, names 
 in the model's own class on every process that saves (each machine's with `--save_on_each_node`)."""
 
 import errno
-import json
 import shutil
 from pathlib import Path
 
@@ -13,11 +12,9 @@ from transformers.utils import logging
 
 from ..errors import OutputError
 from ..export.distributed_save import plain_twin, unsharded_class, writing_on_this_process
+from .resume_check import missing_for_resume
 
 logger = logging.get_logger(__name__)
-
-TRAINER_STATE_FILE = "trainer_state.json"  # Trainer writes it last into a checkpoint: its presence marks a whole one
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 
 
 def checkpoint_folders(output_dir) -> list[Path]:
@@ -27,23 +24,17 @@ def checkpoint_folders(output_dir) -> list[Path]:
     return [Path(folder) for folder in sort_checkpoints(str(output_dir))]
 
 
-def is_complete_checkpoint(folder) -> bool:
-    """Whether `folder` holds a whole Trainer checkpoint: weights and a readable `trainer_state.json`."""
-    folder = Path(folder)
-    try:
-        json.loads((folder / TRAINER_STATE_FILE).read_text())
-    except (OSError, ValueError):
-        return False
-    return any((folder / name).is_file() for name in WEIGHT_FILES)
+def is_complete_checkpoint(folder, process_index: int = 0, world_size: int = 1) -> bool:
+    """Whether `folder` holds all that `Trainer` needs to resume process `process_index` of a `world_size`-process
+    run exactly (weights or their shards, optimizer, scheduler, trainer state, the process's RNG state; see
+    `resume_check.missing_for_resume`)."""
+    return not missing_for_resume(folder, process_index, world_size)
 
 
-def last_complete_checkpoint(output_dir) -> Path | None:
-    """The newest complete checkpoint of `output_dir`; each newer incomplete one is logged as skipped."""
-    for folder in reversed(checkpoint_folders(output_dir)):
-        if is_complete_checkpoint(folder):
-            return folder
-        logger.warning(f"Skipping {folder.name}: incomplete (an interrupted save); resuming from an earlier one.")
-    return None
+def last_complete_checkpoint(output_dir, process_index: int = 0, world_size: int = 1) -> Path | None:
+    """The newest checkpoint of `output_dir` complete for this process (what it alone can see)."""
+    return next((folder for folder in reversed(checkpoint_folders(output_dir))
+                 if is_complete_checkpoint(folder, process_index, world_size)), None)
 
 
 def checkpoint_bytes(model, with_optimizer: bool = True) -> int:
@@ -103,7 +94,8 @@ class SafeCheckpointMixin:
                 shutil.rmtree(folder, ignore_errors=True)
             needed = checkpoint_bytes(self.model)
             if isinstance(error, Exception) and _is_disk_full(error, folder.parent, needed):
-                complete = [f.name for f in checkpoint_folders(folder.parent) if is_complete_checkpoint(f)]
+                complete = [f.name for f in checkpoint_folders(folder.parent)
+                            if is_complete_checkpoint(f, self.args.process_index, self.args.world_size)]
                 previous = f"{complete[-1]} is complete" if complete else "no earlier checkpoint was saved"
                 free = shutil.disk_usage(folder.parent).free
                 raise OutputError(
