@@ -307,8 +307,13 @@ class ReparameterizedExportMixin:
             elif value is not None and name in ("license", "language", "tags", "model_name", "datasets", "base_model"):
                 self.model_card[name] = value
 
+    def _teacher(self, name: str):
+        """The `teacher_model` / `imitation_teacher` attribute as loaded: without the DeepSpeed engine that runs it."""
+        teacher = getattr(self, name, None)
+        return None if teacher is None else self.accelerator.unwrap_model(teacher, keep_torch_compile=False)
+
     def _card_info(self) -> dict:
-        teachers = (getattr(self, name, None) for name in ("teacher_model", "imitation_teacher"))
+        teachers = (self._teacher(name) for name in ("teacher_model", "imitation_teacher"))
         teacher_ids = list(dict.fromkeys(i for i in map(hub_model_id_of, teachers) if i))
         best_step = self.state.best_global_step if self.args.load_best_model_at_end else None
         return {
@@ -322,10 +327,10 @@ class ReparameterizedExportMixin:
 
     def _teachers_for_card(self) -> list[dict] | None:
         """The teachers the card names (a logit teacher only when logits are distilled), looked up once."""
-        logit = getattr(self, "teacher_model", None)
+        logit = self._teacher("teacher_model")
         if getattr(self.args, "distillation_type", None) == "none":
             logit = None
-        imitation = getattr(self, "imitation_teacher", None)
+        imitation = self._teacher("imitation_teacher")
         key = (id(logit), id(imitation))
         if self._teacher_entries is None or self._teacher_entries[0] != key:
             self._teacher_entries = (key, describe_teachers(logit, imitation) or None)
