@@ -35,7 +35,8 @@ TRAINING_ARGS_FILE = "training_args.bin"
 def _is_sharded(accelerator) -> bool:
     """Whether the FSDP run saves `SHARDED_STATE_DICT` checkpoints (per-process shards, no full weights)."""
     return "SHARDED_STATE_DICT" in str(accelerator.state.fsdp_plugin.state_dict_type)
-TRAINING_ARGS_FILE = "training_args.bin"
+
+
 class ReparameterizedExportMixin:
     """The save hook, for `transformers.Trainer` subclasses: `class MyTrainer(ReparameterizedExportMixin, Trainer)`.
 
