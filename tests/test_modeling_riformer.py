@@ -134,6 +134,14 @@ def test_auto_classes_are_registered(tiny_config):
     assert type(AutoBackbone.from_config(tiny_config)) is RIFormerBackbone
 
 
+def test_input_embeddings_are_the_stem(tiny_config):
+    """accelerate's FSDP2 preparation asks every model for `get_input_embeddings()`; a RIFormer answers its stem."""
+    classifier = RIFormerForImageClassification(tiny_config)
+    assert classifier.get_input_embeddings() is classifier.riformer.encoder.stages[0].patch_embeddings
+    backbone = RIFormerModel(tiny_config)
+    assert backbone.get_input_embeddings() is backbone.encoder.stages[0].patch_embeddings
+
+
 def test_preset_image_processor_is_poolformer_style(tmp_path):
     make_image_processor(224, PRESET_CROP_PCT["m36"]).save_pretrained(tmp_path)
     processor = AutoImageProcessor.from_pretrained(tmp_path)

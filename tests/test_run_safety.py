@@ -187,7 +187,9 @@ def test_an_interrupted_checkpoint_leaves_the_previous_one_and_resume_last_conti
         resumed = run.main(
             ["--output_dir", str(folder), *TINY, *QUICK, *FOUR_STEPS, "--resume_from_checkpoint", "last"]
         )
-    assert "Skipping checkpoint-3: incomplete (an interrupted save); resuming from an earlier one." in caplog.text
+    assert ("Skipping checkpoint-3, incomplete: it lacks trainer_state.json (the trainer state, written last), "
+            "optimizer.pt (the optimizer state), scheduler.pt (the learning-rate schedule), rng_state.pth (the random "
+            "state); resuming from an earlier one.") in caplog.text
     assert resumed.state.global_step == 4
     final, reference = load_file(folder / "model.safetensors"), load_file(earlier_run / "model.safetensors")
     assert final.keys() == reference.keys()
@@ -205,7 +207,12 @@ def test_resume_needs_a_complete_checkpoint(tmp_path, capsys):
     )
     assert cli.train(["--output_dir", str(empty), *TINY, *QUICK, "--resume_from_checkpoint",
                       str(empty / "checkpoint-5")]) == 2
-    assert "is not a complete checkpoint (it needs trainer_state.json and the weights)" in error_line(capsys)
+    assert error_line(capsys) == (
+        f"error: --resume_from_checkpoint {empty / 'checkpoint-5'} is not a complete checkpoint: it lacks "
+        "trainer_state.json (the trainer state, written last), model.safetensors (the weights), optimizer.pt (the "
+        "optimizer state), scheduler.pt (the learning-rate schedule), rng_state.pth (the random state). Give a whole "
+        "`checkpoint-N` folder, or `last`."
+    )
 
 
 # ---- failures that finish cleanly ----

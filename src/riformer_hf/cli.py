@@ -60,9 +60,11 @@ def run_command(name: str, argv: list[str] | None = None) -> int:
         return INTERRUPTED
     except HubPushError as error:  # several lines: what failed, what is saved, the retry command
         _report(str(error), debug)
+        _leave_process_group()
         return NOT_PUSHED
     except UserError as error:
         _report(" ".join(str(error).split()) or type(error).__name__, debug)
+        _leave_process_group()
         return USER_ERROR
     except Exception:  # noqa: BLE001 -- the boundary: anything else is a bug, shown whole
         traceback.print_exc()
@@ -75,6 +77,14 @@ def _report(message: str, debug: bool) -> None:
     if debug:
         traceback.print_exc()
     print(f"error: {message}", file=sys.stderr)
+
+
+def _leave_process_group() -> None:
+    """A process of a multi-process run that stops with an error leaves its process group before exiting: an exit
+    with the group alive can abort in the communication library's teardown (SIGABRT instead of the exit code)."""
+    distributed = sys.modules.get("torch.distributed")
+    if distributed is not None and distributed.is_available() and distributed.is_initialized():
+        distributed.destroy_process_group()
 
 
 def _entry(name: str):

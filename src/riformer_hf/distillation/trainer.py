@@ -30,6 +30,7 @@ from ..errors import UserError
 from ..export.save_hook import ReparameterizedExportMixin
 from ..models.riformer.modeling_riformer import RIFormerPreTrainedModel
 from ..training.checkpoints import SafeCheckpointMixin
+from ..training.sharded import prepare_teacher
 from .arguments import IMITATION_TERMS, LOSS_TERMS, RIFormerTrainingArguments
 from .losses import (
     feature_imitation_loss,
@@ -162,9 +163,11 @@ class RIFormerDistillationTrainer(SafeCheckpointMixin, ReparameterizedExportMixi
             position.
         **trainer_kwargs: everything else `Trainer` takes (datasets, collator, `compute_metrics`, …).
 
-    Teachers are frozen, kept in eval mode and run under `no_grad` and the accelerator's autocast. They are moved to
-    the accelerator's device but not `prepare`d (no DDP wrapper, not registered for `save_state`), are not
-    parameters of the optimizer and are never saved with the student. Misconfigurations raise before training.
+    Teachers are frozen, kept in eval mode and run under `no_grad` and the accelerator's autocast. They are prepared
+    for evaluation as TRL prepares its teachers (`training.sharded.prepare_teacher`): on the accelerator's device
+    (`prepare_model(..., evaluation_mode=True)`, no DDP wrapper), sharded with `fully_shard` under FSDP2, a DeepSpeed
+    inference engine under DeepSpeed (partitioned under ZeRO-3). They are not parameters of the optimizer and are
+    never saved with the student. Misconfigurations raise before training.
 
     Saving (`ReparameterizedExportMixin`): `checkpoint-N` folders hold the training form, so training resumes from
     them; the final `save_model()` and Hub pushes hold the re-parameterised (deploy) export. A checkpoint is whole or
@@ -201,11 +204,14 @@ class RIFormerDistillationTrainer(SafeCheckpointMixin, ReparameterizedExportMixi
         self.model_accepts_loss_kwargs = True
         self.add_callback(ScheduleReport())
 
-        self.teacher_model = self._prepare_teacher(teacher_model)
-        self.imitation_teacher = self._prepare_teacher(imitation_teacher)
+        # The adapter hooks the PoolFormer's own blocks, which stay inside whatever the teacher is wrapped in.
         self._imitation_adapter = (
             PoolFormerImitationAdapter(imitation_teacher, self._imitation_blocks) if imitation_teacher else None
         )
+        prepared = {id(m): self._prepare_teacher(m) for m in (teacher_model, imitation_teacher) if m is not None}
+        self.teacher_model = prepared.get(id(teacher_model))
+        self.imitation_teacher = prepared.get(id(imitation_teacher))  # the same object when the teacher imitates
+        self._teacher_converters = {id(prepared[k]): v for k, v in self._teacher_converters.items()}
         self._term_totals: dict[str, torch.Tensor] = {}
         self.batch_mixer = BatchMixer(
             mixup_alpha=args.mixup, cutmix_alpha=args.cutmix, prob=args.mixup_prob, switch_prob=args.mixup_switch_prob,
@@ -265,11 +271,10 @@ class RIFormerDistillationTrainer(SafeCheckpointMixin, ReparameterizedExportMixi
             _check_dataset(dataset, "eval" if name == "eval" else f"eval ({name})", True, label_names)
         return imitation_teacher
 
-    def _prepare_teacher(self, teacher: nn.Module | None) -> nn.Module | None:
-        if teacher is None:
-            return None
-        teacher.requires_grad_(False)
-        return teacher.eval().to(self.accelerator.device)
+    def _prepare_teacher(self, teacher: nn.Module) -> nn.Module:
+        """Frozen, in eval mode, placed or sharded like the student (`training.sharded.prepare_teacher`): a collective
+        under ZeRO-3 and FSDP2, so every process prepares the same teachers in the same order."""
+        return prepare_teacher(teacher, self.accelerator)
 
     @staticmethod
     def _input_converters(teacher, imitation_teacher, teacher_processor, imitation_processor, student_processor):

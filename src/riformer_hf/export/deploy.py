@@ -27,6 +27,7 @@ from ..models.riformer.modeling_riformer import (
 )
 from ..safety import OVERWRITE_HELP, OutputFolder
 from ..safety.paths import temporary_path
+from .distributed_save import writing_on_this_process
 from .model_card import build_model_card, card_info_from_folder
 
 TRAINING_SUBFOLDER = "training"
@@ -110,7 +111,8 @@ def export_reparameterized(
     staging.mkdir()
     try:
         if training_form:
-            model.save_pretrained(staging / TRAINING_SUBFOLDER)
+            with writing_on_this_process(model):
+                model.save_pretrained(staging / TRAINING_SUBFOLDER)
             image_processor.save_pretrained(staging / TRAINING_SUBFOLDER)
         elif source_dir is not None and (source_dir / TRAINING_SUBFOLDER / "config.json").is_file():
             shutil.copytree(source_dir / TRAINING_SUBFOLDER, staging / TRAINING_SUBFOLDER)  # a previous export's
@@ -118,7 +120,8 @@ def export_reparameterized(
         deploy = model if model.is_reparameterized else reparameterize_model(model)
         # Trainer sets `use_cache` (a generation switch) on every model's config; it says nothing about this one.
         deploy.config.__dict__.pop("use_cache", None)
-        deploy.save_pretrained(staging)
+        with writing_on_this_process(deploy):  # the caller writes from this process (each machine's main process)
+            deploy.save_pretrained(staging)
         image_processor.save_pretrained(staging)
         card_info.setdefault("training_subfolder", training_form)
         build_model_card(deploy, image_processor, **card_info).save(staging / "README.md")

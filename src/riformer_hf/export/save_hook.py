@@ -17,6 +17,7 @@ from ..data.preprocessing import make_image_processor
 from ..errors import UserError
 from ..models.riformer.modeling_riformer import RIFormerPreTrainedModel
 from .deploy import export_reparameterized
+from .distributed_save import plain_twin
 from .hub import HubPushError, push_failure, upload_checkpoint, upload_export
 from .model_card import (
     build_classifier_card,
@@ -29,7 +30,13 @@ from .model_card import (
 
 logger = logging.get_logger(__name__)
 TRAINING_ARGS_FILE = "training_args.bin"
-TRAINING_ARGS_FILE = "training_args.bin"
+
+
+def _is_sharded(accelerator) -> bool:
+    """Whether the FSDP run saves `SHARDED_STATE_DICT` checkpoints (per-process shards, no full weights)."""
+    return "SHARDED_STATE_DICT" in str(accelerator.state.fsdp_plugin.state_dict_type)
+
+
 class ReparameterizedExportMixin:
     """The save hook, for `transformers.Trainer` subclasses: `class MyTrainer(ReparameterizedExportMixin, Trainer)`.
 
@@ -85,9 +92,16 @@ class ReparameterizedExportMixin:
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
         """Training form inside checkpoints; the deploy export (`export_reparameterized`) everywhere else. Other
-        models save as with Trainer, plus their model card outside checkpoints."""
+        models save as with Trainer, plus their model card outside checkpoints.
+
+        Under FSDP with `SHARDED_STATE_DICT` a checkpoint also gets the gathered training form (`model.safetensors`,
+        `config.json`, the modelling code), as with `FULL_STATE_DICT`: the shards resume training, the full weights
+        load with `from_pretrained` (`trust_remote_code`), `riformer-push` and the checkpoint pushes."""
         if self._is_checkpoint_save(output_dir, _internal_call):
-            super().save_model(output_dir, _internal_call=_internal_call)
+            if self.is_fsdp_enabled and _is_sharded(self.accelerator):
+                self._save(output_dir, state_dict=self.accelerator.get_state_dict(self.model))  # a collective
+            else:
+                super().save_model(output_dir, _internal_call=_internal_call)
             return
         if self._riformer is None:
             super().save_model(output_dir, _internal_call=_internal_call)
@@ -96,7 +110,10 @@ class ReparameterizedExportMixin:
             return
         output_dir = Path(output_dir if output_dir is not None else self.args.output_dir)
         student = self._gathered_student()
-        if self.args.should_save:
+        if self.args.should_save and student is None:
+            logger.info(f"No export on this machine: the gathered weights went to process 0, which writes "
+                        f"{output_dir}.")
+        elif self.args.should_save:
             export_reparameterized(
                 student, output_dir, image_processor=self.processing_class,
                 training_form=self.push_training_weights, **self._card_info(),
@@ -105,14 +122,17 @@ class ReparameterizedExportMixin:
         if self.args.push_to_hub and not _internal_call:
             self.push_to_hub(commit_message="Model save", revision=self.args.hub_revision)
 
-    def _gathered_student(self) -> RIFormerPreTrainedModel:
-        """The student with its full weights: the model itself, or a copy gathered from FSDP / DeepSpeed shards."""
+    def _gathered_student(self) -> RIFormerPreTrainedModel | None:
+        """The student with its full weights: the model itself, or a copy gathered from FSDP / DeepSpeed shards on
+        the processes that receive them (the main process under FSDP2 and ZeRO-3, every process under ZeRO-1/2);
+        None on the others. A collective when sharded: every process calls it."""
         student = self._riformer
         if not (self.is_fsdp_enabled or self.is_deepspeed_enabled):
             return student
-        state = self.accelerator.get_state_dict(self.model_wrapped)  # a collective: every process takes part
-        with torch.device("meta"):
-            copy = type(student)(student.config)
+        state = self.accelerator.get_state_dict(self.model_wrapped)
+        if not state:  # this process took part in the gathering but did not receive the weights
+            return None
+        copy = plain_twin(student)
         copy.load_state_dict(state, assign=True)
         return copy
 
@@ -288,8 +308,13 @@ class ReparameterizedExportMixin:
             elif value is not None and name in ("license", "language", "tags", "model_name", "datasets", "base_model"):
                 self.model_card[name] = value
 
+    def _teacher(self, name: str):
+        """The `teacher_model` / `imitation_teacher` attribute as loaded: without the DeepSpeed engine that runs it."""
+        teacher = getattr(self, name, None)
+        return None if teacher is None else self.accelerator.unwrap_model(teacher, keep_torch_compile=False)
+
     def _card_info(self) -> dict:
-        teachers = (getattr(self, name, None) for name in ("teacher_model", "imitation_teacher"))
+        teachers = (self._teacher(name) for name in ("teacher_model", "imitation_teacher"))
         teacher_ids = list(dict.fromkeys(i for i in map(hub_model_id_of, teachers) if i))
         best_step = self.state.best_global_step if self.args.load_best_model_at_end else None
         return {
@@ -303,10 +328,10 @@ class ReparameterizedExportMixin:
 
     def _teachers_for_card(self) -> list[dict] | None:
         """The teachers the card names (a logit teacher only when logits are distilled), looked up once."""
-        logit = getattr(self, "teacher_model", None)
+        logit = self._teacher("teacher_model")
         if getattr(self.args, "distillation_type", None) == "none":
             logit = None
-        imitation = getattr(self, "imitation_teacher", None)
+        imitation = self._teacher("imitation_teacher")
         key = (id(logit), id(imitation))
         if self._teacher_entries is None or self._teacher_entries[0] != key:
             self._teacher_entries = (key, describe_teachers(logit, imitation) or None)

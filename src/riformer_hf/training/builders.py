@@ -44,6 +44,7 @@ from ..models.gfnet import GFNetConfig
 from ..models.riformer import RIFormerConfig, RIFormerForImageClassification
 from .arguments import RIFORMER, STREAM_SHUFFLE_BUFFER
 from .checks import load_config, trained_model_type
+from .sharded import full_parameters
 
 logger = logging.get_logger(__name__)
 
@@ -246,7 +247,8 @@ def build_student(model_args, id2label, label2id, poolformer=None) -> RIFormerFo
             raise UserError(
                 f"--init_from_teacher takes the architecture from the PoolFormer; drop --{', --'.join(architecture)}."
             )
-        return from_poolformer(poolformer, **labels, **overrides)
+        with full_parameters(poolformer):  # a teacher ZeRO-3 partitioned while loading is gathered to be copied
+            return from_poolformer(poolformer, **labels, **overrides)
     if model_args.model_name_or_path is not None:
         return load_for_labels("model_name_or_path", model_args.model_name_or_path, **labels, **overrides)
     return build_from_scratch(model_args, RIFORMER, id2label, label2id)
@@ -349,26 +351,27 @@ def build_trainer(data_args, model_args, training_args) -> RIFormerDistillationT
     model_type = trained_model_type(model_args, training_args.do_train)
     if training_args.do_train and model_type != RIFORMER:
         drop_recipe_imitation(training_args, model_type)
-    with training_args.main_process_first(desc="loading data and models"):  # one process downloads, the others reuse
-        teacher, imitation_teacher = build_teachers(model_args)
-        teacher_processor = teacher_preprocessing(model_args.teacher_model, model_args) if teacher else None
-        imitation_processor = (
-            teacher_preprocessing(model_args.imitation_teacher, model_args) if imitation_teacher else None
-        )
-        poolformer = imitation_teacher or (teacher if isinstance(teacher, PoolFormerForImageClassification) else None)
-        sources = [model_args.model_name_or_path] if model_args.model_name_or_path else []
-        if model_args.init_from_teacher and poolformer is not None:
-            sources.append(poolformer.name_or_path)
-        processor = build_image_processor(model_args, [s for s in sources if s], source.default_image_size,
-                                          model_type)
-        image_size = processor_spec(processor).image_size
+    # Every process loads the models, at the same time and in the same order: under DeepSpeed ZeRO-3 a load is a
+    # collective (`zero.Init` partitions the parameters as they are created), so no process may load alone (inside
+    # `main_process_first` the others wait at its barrier: a deadlock). The Hub client locks each file it downloads,
+    # so processes loading one model at once download it once.
+    teacher, imitation_teacher = build_teachers(model_args)
+    teacher_processor = teacher_preprocessing(model_args.teacher_model, model_args) if teacher else None
+    imitation_processor = teacher_preprocessing(model_args.imitation_teacher, model_args) if imitation_teacher else None
+    poolformer = imitation_teacher or (teacher if isinstance(teacher, PoolFormerForImageClassification) else None)
+    sources = [model_args.model_name_or_path] if model_args.model_name_or_path else []
+    if model_args.init_from_teacher and poolformer is not None:
+        sources.append(poolformer.name_or_path)
+    processor = build_image_processor(model_args, [s for s in sources if s], source.default_image_size, model_type)
+    image_size = processor_spec(processor).image_size
+    with training_args.main_process_first(desc="loading data"):  # one process downloads and prepares, the others reuse
         data = load_image_dataset(data_args, image_size=image_size)
-        id2label, label2id = label_maps(data["train"], data_args.label_column)
-        set_seed(training_args.seed)
-        if training_args.do_train:
-            student = build_model(model_args, model_type, id2label, label2id, poolformer, image_size)
-        else:
-            student = load_model_to_evaluate(model_args, id2label)
+    id2label, label2id = label_maps(data["train"], data_args.label_column)
+    set_seed(training_args.seed)
+    if training_args.do_train:
+        student = build_model(model_args, model_type, id2label, label2id, poolformer, image_size)
+    else:
+        student = load_model_to_evaluate(model_args, id2label)
     if data_args.streaming:
         data["train"] = data["train"].shuffle(seed=training_args.seed, buffer_size=STREAM_SHUFFLE_BUFFER)
     hflip = data_args.hflip if data_args.hflip is not None else source.default_hflip

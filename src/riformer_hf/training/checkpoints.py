@@ -1,20 +1,20 @@
 """Trainer checkpoints that are whole or absent: which `checkpoint-N` folders can resume a run, what one takes on
-disk, and `SafeCheckpointMixin`, which removes a half-written checkpoint and names a full disk."""
+disk, and `SafeCheckpointMixin`, which removes a half-written checkpoint, names a full disk and writes the weights
+in the model's own class on every process that saves (each machine's with `--save_on_each_node`)."""
 
 import errno
-import json
 import shutil
 from pathlib import Path
 
+from transformers import PreTrainedModel
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, sort_checkpoints
 from transformers.utils import logging
 
 from ..errors import OutputError
+from ..export.distributed_save import plain_twin, unsharded_class, writing_on_this_process
+from .resume_check import missing_for_resume
 
 logger = logging.get_logger(__name__)
-
-TRAINER_STATE_FILE = "trainer_state.json"  # Trainer writes it last into a checkpoint: its presence marks a whole one
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 
 
 def checkpoint_folders(output_dir) -> list[Path]:
@@ -24,23 +24,17 @@ def checkpoint_folders(output_dir) -> list[Path]:
     return [Path(folder) for folder in sort_checkpoints(str(output_dir))]
 
 
-def is_complete_checkpoint(folder) -> bool:
-    """Whether `folder` holds a whole Trainer checkpoint: weights and a readable `trainer_state.json`."""
-    folder = Path(folder)
-    try:
-        json.loads((folder / TRAINER_STATE_FILE).read_text())
-    except (OSError, ValueError):
-        return False
-    return any((folder / name).is_file() for name in WEIGHT_FILES)
+def is_complete_checkpoint(folder, process_index: int = 0, world_size: int = 1) -> bool:
+    """Whether `folder` holds all that `Trainer` needs to resume process `process_index` of a `world_size`-process
+    run exactly (weights or their shards, optimizer, scheduler, trainer state, the process's RNG state; see
+    `resume_check.missing_for_resume`)."""
+    return not missing_for_resume(folder, process_index, world_size)
 
 
-def last_complete_checkpoint(output_dir) -> Path | None:
-    """The newest complete checkpoint of `output_dir`; each newer incomplete one is logged as skipped."""
-    for folder in reversed(checkpoint_folders(output_dir)):
-        if is_complete_checkpoint(folder):
-            return folder
-        logger.warning(f"Skipping {folder.name}: incomplete (an interrupted save); resuming from an earlier one.")
-    return None
+def last_complete_checkpoint(output_dir, process_index: int = 0, world_size: int = 1) -> Path | None:
+    """The newest checkpoint of `output_dir` complete for this process (what it alone can see)."""
+    return next((folder for folder in reversed(checkpoint_folders(output_dir))
+                 if is_complete_checkpoint(folder, process_index, world_size)), None)
 
 
 def checkpoint_bytes(model, with_optimizer: bool = True) -> int:
@@ -62,7 +56,33 @@ def _is_disk_full(error: BaseException, folder: Path, needed: int) -> bool:
 
 class SafeCheckpointMixin:
     """For `transformers.Trainer` subclasses: a checkpoint is whole or not at all. A save that fails removes the
-    folder it began (so `--resume_from_checkpoint last` finds the previous one), and a full disk is named as such."""
+    folder it began (so `--resume_from_checkpoint last` finds the previous one), and a full disk is named as such.
+    Weights are written through the model's own class (FSDP2 swaps it for a generated `FSDP<Class>`) by every
+    process that `should_save`, and only where the gathered weights are."""
+
+    def _save(self, output_dir: str | None = None, state_dict=None) -> None:
+        """`Trainer._save`, through a twin of the model's own class when FSDP2 has swapped its class (otherwise
+        `save_pretrained` writes torch's class into `auto_map` and copies torch's code), and writing the weights on
+        every process that `should_save` (each machine's with `--save_on_each_node`)."""
+        model = self.accelerator.unwrap_model(self.model, keep_torch_compile=False)
+        if not isinstance(model, PreTrainedModel):
+            return super()._save(output_dir, state_dict=state_dict)
+        swapped = unsharded_class(model) is not type(model)  # FSDP2
+        if swapped and state_dict is None:
+            state_dict = self.accelerator.get_state_dict(self.model)  # a collective, as in Trainer.save_model
+        sharded = self.is_fsdp_enabled or self.is_deepspeed_enabled
+        if sharded and state_dict is not None and not state_dict and not self.is_world_process_zero():
+            return  # the gathered weights went to process 0 (FSDP2, ZeRO-3), which writes them: nothing to write here
+        if not swapped:
+            with writing_on_this_process(model):  # --save_on_each_node: every machine's main process
+                return super()._save(output_dir, state_dict=state_dict)
+        wrapped = self.model
+        self.model = plain_twin(model)
+        try:
+            with writing_on_this_process(self.model):
+                return super()._save(output_dir, state_dict=state_dict)
+        finally:
+            self.model = wrapped
 
     def _save_checkpoint(self, model, trial) -> None:
         folder = Path(self._get_output_dir(trial=trial)) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
@@ -74,7 +94,8 @@ class SafeCheckpointMixin:
                 shutil.rmtree(folder, ignore_errors=True)
             needed = checkpoint_bytes(self.model)
             if isinstance(error, Exception) and _is_disk_full(error, folder.parent, needed):
-                complete = [f.name for f in checkpoint_folders(folder.parent) if is_complete_checkpoint(f)]
+                complete = [f.name for f in checkpoint_folders(folder.parent)
+                            if is_complete_checkpoint(f, self.args.process_index, self.args.world_size)]
                 previous = f"{complete[-1]} is complete" if complete else "no earlier checkpoint was saved"
                 free = shutil.disk_usage(folder.parent).free
                 raise OutputError(

@@ -9,11 +9,24 @@ from pathlib import Path
 from huggingface_hub.errors import StrictDataclassError
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 from transformers import AutoConfig
+from transformers.utils import logging
 
 from ..errors import MissingInputError, OutputError, UserError
 from ..safety import OutputFolder, RunLock
 from .arguments import RIFORMER
-from .checkpoints import checkpoint_bytes, checkpoint_folders, is_complete_checkpoint, last_complete_checkpoint
+from .checkpoints import checkpoint_bytes, checkpoint_folders
+from .resume_check import (
+    STORAGE_HINT,
+    describe_lacking,
+    gather_views,
+    is_rng_only,
+    lacking,
+    local_view,
+    split_visibility,
+    step_of,
+)
+
+logger = logging.get_logger(__name__)
 
 RESUME_LAST = ("last", "latest", "true", "True")
 
@@ -351,26 +364,60 @@ def check_resume_matches(checkpoint, model) -> None:
 
 
 def resolve_resume(training_args) -> str | None:
-    """`--resume_from_checkpoint`: `last` = the newest complete `checkpoint-N` of `output_dir` (one log line for each
-    incomplete one skipped); a path must be a complete checkpoint."""
+    """`--resume_from_checkpoint`: `last` = the newest `checkpoint-N` of `output_dir` complete for every process (one
+    log line for each one skipped, naming what it lacks); a path must be complete for every process (a missing RNG
+    state only warns: a run with another process count resumes, not exactly). Complete = what `Trainer` needs to
+    resume exactly (`resume_check`). A collective when several processes run: they all get the same answer, or the
+    same error, which names the storage to use when the machines do not see the same checkpoints."""
     resume = training_args.resume_from_checkpoint
     if resume is None:
         return None
-    if resume not in RESUME_LAST:
-        if not is_complete_checkpoint(resume):
+    last = resume in RESUME_LAST
+    folders = checkpoint_folders(training_args.output_dir) if last else [Path(resume)]
+    views = gather_views(local_view(
+        folders, training_args.process_index, training_args.world_size, scheduler_file=_scheduler_file(training_args)
+    ))
+    main_process = training_args.process_index == 0
+    if not last:
+        name = Path(resume).name
+        gaps = lacking(views, name)
+        if gaps and all(is_rng_only(items) for _, items in gaps):
+            if main_process:
+                logger.warning(f"--resume_from_checkpoint {resume}: {describe_lacking(views, name)}: resuming, but not "
+                               "exactly (was it saved by a run with another number of processes?).")
+            return resume
+        if gaps:
+            storage = f"; {STORAGE_HINT}" if len(gaps) < len(views) else ""
             raise MissingInputError(
-                f"--resume_from_checkpoint {resume} is not a complete checkpoint (it needs trainer_state.json and the "
-                "weights): give a `checkpoint-N` folder, or `last`."
+                f"--resume_from_checkpoint {resume} is not a complete checkpoint: {describe_lacking(views, name)}"
+                f"{storage}. Give a whole `checkpoint-N` folder, or `last`."
             )
         return resume
-    last = last_complete_checkpoint(training_args.output_dir)
-    if last is None:
-        folders = checkpoint_folders(training_args.output_dir)
+    names = sorted({name for view in views for name in view.missing}, key=step_of)
+    complete = [name for name in names if not lacking(views, name)]
+    if complete:
+        for name in names[names.index(complete[-1]) + 1:] if main_process else ():
+            logger.warning(f"Skipping {name}, incomplete: {describe_lacking(views, name)}; resuming from an earlier "
+                           "one.")
+        return str(Path(training_args.output_dir) / complete[-1])
+    split = split_visibility(views, names)
+    if split is not None:
+        whole = [view.process_index for view in views if not view.lacks(split)]
         raise MissingInputError(
-            f"--resume_from_checkpoint last: no complete checkpoint-N folder in {training_args.output_dir}"
-            f"{f' ({len(folders)} incomplete)' if folders else ''}: drop the flag to start afresh."
+            f"--resume_from_checkpoint last: {split} in --output_dir {training_args.output_dir} is whole for "
+            f"process{'es' if len(whole) > 1 else ''} {', '.join(map(str, whole))} only: "
+            f"{describe_lacking(views, split)}; {STORAGE_HINT}."
         )
-    return str(last)
+    raise MissingInputError(
+        f"--resume_from_checkpoint last: no complete checkpoint-N folder in {training_args.output_dir}"
+        f"{f' ({len(names)} incomplete)' if names else ''}: drop the flag to start afresh."
+    )
+
+
+def _scheduler_file(training_args) -> bool:
+    """Whether checkpoints hold `scheduler.pt`: not under DeepSpeed when its config defines the scheduler."""
+    plugin = getattr(training_args, "deepspeed_plugin", None)
+    return plugin is None or "scheduler" not in (getattr(plugin, "deepspeed_config", None) or {})
 
 
 __all__ = [

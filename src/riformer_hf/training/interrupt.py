@@ -6,9 +6,9 @@ from pathlib import Path
 _running: dict = {}
 
 
-def record_training_run(output_dir, resume_argv: list[str]) -> None:
-    """Note the run in progress: its output folder and the command line that resumes it."""
-    _running.update(output_dir=Path(output_dir), argv=list(resume_argv))
+def record_training_run(output_dir, resume_argv: list[str], process_index: int = 0, world_size: int = 1) -> None:
+    """Note the run in progress: its output folder, the command line that resumes it and this process's place."""
+    _running.update(output_dir=Path(output_dir), argv=list(resume_argv), process=(process_index, world_size))
 
 
 def describe_interruption() -> str:
@@ -18,7 +18,7 @@ def describe_interruption() -> str:
     from .checkpoints import last_complete_checkpoint
 
     output_dir, argv = _running["output_dir"], _running["argv"]
-    last = last_complete_checkpoint(output_dir) if output_dir.is_dir() else None
+    last = last_complete_checkpoint(output_dir, *_running["process"]) if output_dir.is_dir() else None
     if last is None:
         return f"No checkpoint was saved in {output_dir} yet; run the command again to start afresh."
     resume = [a for a in argv if a not in ("--overwrite_output_dir",)]

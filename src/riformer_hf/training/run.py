@@ -81,7 +81,7 @@ def train_evaluate_save(argv, data_args, model_args, training_args, run_args, lo
         if resume is not None:
             check_resume_matches(resume, trainer.model)
         check_free_disk(trainer.model, training_args)
-        record_training_run(training_args.output_dir, argv)
+        record_training_run(training_args.output_dir, argv, training_args.process_index, training_args.world_size)
     afresh = run_args.overwrite_output_dir and resume is None and lock is not None and lock.held
     replacing = output_folder(training_args, run_args).set_aside_earlier() if afresh else contextlib.nullcontext()
     with replacing as earlier:

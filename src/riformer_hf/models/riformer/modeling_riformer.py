@@ -233,6 +233,11 @@ class RIFormerPreTrainedModel(PreTrainedModel):
             init.constant_(module.layer_scale_1, self.config.layer_scale_init_value)
             init.constant_(module.layer_scale_2, self.config.layer_scale_init_value)
 
+    def get_input_embeddings(self) -> nn.Module:
+        """The stem: the first stage's patch embedding (PoolFormer's answer too). transformers' generic lookup finds
+        no `embed_tokens` and raises, and accelerate's FSDP2 preparation asks every model for it."""
+        return next(module for module in self.modules() if isinstance(module, RIFormerStage)).patch_embeddings
+
     @property
     def is_reparameterized(self) -> bool:
         return bool(self.config.reparameterized)
