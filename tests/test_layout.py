@@ -1,4 +1,5 @@
-"""The README's layout section matches the tree: one line per room, every room listed, every listed path present."""
+"""The README: one sitting long, its links resolve, and its layout section matches the tree (one line per room,
+every room listed, every listed path present)."""
 
 import re
 from pathlib import Path
@@ -38,3 +39,11 @@ def test_every_room_has_exactly_one_line_and_every_listed_path_exists():
     for line in lines:
         if not line.startswith(" "):
             assert (ROOT / line.split()[0]).exists(), line
+
+
+def test_readme_is_read_in_one_sitting_and_its_links_resolve():
+    readme = (ROOT / "README.md").read_text()
+    assert len(readme) <= 20_000, f"README.md has {len(readme):,} characters; move write-ups to docs/"
+    for target in re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", readme):
+        if not target.startswith("http"):
+            assert (ROOT / target).exists(), target
