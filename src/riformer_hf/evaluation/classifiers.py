@@ -10,7 +10,7 @@ import torch
 
 from ..data import load_image_processor, processor_spec
 from ..errors import MissingInputError, UserError
-from ..loading import exported_graphs, load_pretrained
+from ..loading import WEIGHT_FILES, exported_graphs, load_pretrained
 
 ONNX_FILE = "model.onnx"
 IR_FILE = "openvino_model.xml"
@@ -178,7 +178,7 @@ def _load_exported(path: Path, threads: int | None, dtype: str = "fp32"):
 
 def _export_folder_graph(path: Path) -> Path | None:
     """The graph an export folder (no PyTorch weights) holds: `model.onnx`, else `openvino_model.xml`."""
-    if not path.is_dir() or any(path.glob("*.safetensors")) or (path / "pytorch_model.bin").is_file():
+    if not path.is_dir() or any(path.glob("*.safetensors")) or any((path / n).is_file() for n in WEIGHT_FILES):
         return None
     graphs = exported_graphs(path)
     for name in (ONNX_FILE, IR_FILE):
