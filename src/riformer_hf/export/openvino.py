@@ -233,7 +233,7 @@ def quantize_int8(ov_model, batches: Iterable[np.ndarray]):
         raise UserError("The calibration set is empty: give --calibration_data images (a folder or 'digits').")
     return nncf.quantize(
         ov_model, nncf.Dataset(batches), preset=nncf.QuantizationPreset.PERFORMANCE,
-        target_device=nncf.TargetDevice.CPU, subset_size=sum(len(batch) for batch in batches),
+        target_device=nncf.TargetDevice.CPU, subset_size=len(batches),  # NNCF counts dataset items: batches
         fast_bias_correction=True,
     )
 
