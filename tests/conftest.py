@@ -37,6 +37,40 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+def digits_config(**overrides):
+    """A tiny RIFormer config for the digits: ten classes named "0"…"9"."""
+    from riformer_hf import RIFormerConfig
+
+    names = [str(d) for d in range(10)]
+    fields = {"depths": (1, 1, 2, 1), "hidden_sizes": (8, 16, 24, 32), **overrides}
+    return RIFormerConfig(num_labels=10, id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)},
+                          **fields)
+
+
+@pytest.fixture(scope="session")
+def digits_model():
+    """A tiny RIFormer (training form) trained on the digits (a few seconds on one thread), its 32 px image processor
+    and the held-out split; shared by the ONNX and OpenVINO tests, which must not modify the model in place."""
+    from riformer_hf import RIFormerForImageClassification
+    from riformer_hf.data import digits_dataset, make_image_processor
+
+    torch.manual_seed(0)
+    processor = make_image_processor(32, crop_pct=1.0)
+    splits = digits_dataset(image_size=32)
+    pixels = torch.from_numpy(processor(images=list(splits["train"]["image"]), return_tensors="np")["pixel_values"])
+    labels = torch.tensor(splits["train"]["label"])
+    model = RIFormerForImageClassification(digits_config(hidden_sizes=(16, 32, 48, 64)))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=4e-3)
+    model.train()
+    for _ in range(8):
+        for batch in torch.randperm(len(labels)).split(64):
+            loss = model(pixel_values=pixels[batch], labels=labels[batch]).loss
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+    return model.eval(), processor, splits["test"]
+
+
 @pytest.fixture
 def tiny_config():
     from riformer_hf import RIFormerConfig

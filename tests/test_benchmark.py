@@ -88,19 +88,44 @@ def test_benchmark_script_end_to_end(tmp_path):
     assert width > 400 and height > 300
 
 
-def test_runtime_comparison_runs_every_model_inside_each_runtime():
+def test_runtime_comparison_runs_every_model_inside_each_runtime(monkeypatch):
+    pytest.importorskip("openvino")
+    pytest.importorskip("nncf")
+    from riformer_hf.benchmarks import runtimes as runtimes_module
+
     settings = BenchmarkSettings(depths=(1, 1, 1, 1), hidden_sizes=(8, 8, 16, 16), image_size=32, batch_size=2,
                                  warmup=1, repeats=3, threads=1, num_labels=10)
-    record = run_runtime_benchmark(settings, ("eager", "ort", "ort-int8"))
-    assert record["preset"] == "custom" and list(record["runtimes"]) == ["eager", "ort", "ort-int8"]
-    for result in record["runtimes"].values():
+    chosen = ("eager", "eager-bf16", "ort", "ort-int8", "openvino", "openvino-bf16", "openvino-int8")
+    features = runtimes_module.cpu_features()
+    bf16 = features["avx512_bf16"] or features["amx_bf16"]
+    record = run_runtime_benchmark(settings, chosen)
+    assert record["preset"] == "custom" and list(record["runtimes"]) == list(chosen)
+    assert record["cpu"]["class"] in ("AMX", "AVX512-BF16", "VNNI only", "none")
+    assert record["environment"]["openvino"] and record["environment"]["onnxruntime"]
+    for runtime, result in record["runtimes"].items():
+        if runtime in ("eager-bf16", "openvino-bf16") and not bf16:
+            assert "no bf16 instructions" in result["skipped"]
+            continue
         assert set(result["models"]) == {"poolformer", "riformer_train", "riformer_deploy"}
         for entry in result["models"].values():
             assert 0 < entry["latency_ms"]["median"] <= entry["latency_ms"]["p90"] and entry["images_per_s"] > 0
         for ratio in (result["deploy_vs_poolformer_latency"], result["deploy_vs_poolformer_throughput"]):
             assert 0 < ratio["min"] <= ratio["median"] <= ratio["max"]
+    across = record["across_runtimes"]
+    assert set(across) == {r for r, result in record["runtimes"].items() if "models" in result}
+    assert across["eager"]["throughput_speedup_vs_eager"]["median"] == 1.0
+    for entry in across.values():
+        assert 0 < entry["throughput_speedup_vs_eager"]["min"] <= entry["throughput_speedup_vs_eager"]["max"]
     table = format_runtime_table(record)
-    assert table.startswith("CUSTOM, fp32") and "| ort-int8 | RIFormer, deploy form |" in table
+    assert table.startswith("CUSTOM, batch 1") and "| ort-int8 | RIFormer, deploy form |" in table
+    assert "| openvino-int8 |" in table and "× eager (throughput)" in table
+
+    # bf16 runtimes on a CPU without bf16 instructions: skipped with the reason, not timed.
+    monkeypatch.setattr(runtimes_module, "cpu_features", lambda: {**features, "avx512_bf16": False,
+                                                                 "amx_bf16": False})
+    record = run_runtime_benchmark(settings, ("eager", "eager-bf16"))
+    assert "no bf16 instructions" in record["runtimes"]["eager-bf16"]["skipped"] and "across_runtimes" not in record
+    assert "| eager-bf16 | skipped: this CPU has no bf16 instructions" in format_runtime_table(record)
     with pytest.raises(ValueError, match="Unknown runtime"):
         run_runtime_benchmark(settings, ("tensorrt",))
 

@@ -6,10 +6,10 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import randomize_
+from conftest import digits_config, randomize_
 
-from riformer_hf import RIFormerConfig, RIFormerForImageClassification, cli, reparameterize_model
-from riformer_hf.data import digits_dataset, make_image_processor
+from riformer_hf import RIFormerForImageClassification, cli, reparameterize_model
+from riformer_hf.data import make_image_processor
 from riformer_hf.export import load_riformer
 from riformer_hf.export.inference_graph import FoldedRIFormerClassifier, can_fold
 from riformer_hf.export.onnx import export_graph, export_onnx, ort_session
@@ -18,17 +18,10 @@ onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
 
-def _digits_config(**overrides):
-    names = [str(d) for d in range(10)]
-    fields = {"depths": (1, 1, 2, 1), "hidden_sizes": (8, 16, 24, 32), **overrides}
-    return RIFormerConfig(num_labels=10, id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)},
-                          **fields)
-
-
 @pytest.fixture
 def training_folder(tmp_path):
     """A random training-form RIFormer with a 32 px image processor, saved as a folder."""
-    model = randomize_(RIFormerForImageClassification(_digits_config())).eval()
+    model = randomize_(RIFormerForImageClassification(digits_config())).eval()
     folder = tmp_path / "training"
     model.save_pretrained(folder)
     make_image_processor(32, crop_pct=1.0).save_pretrained(folder)
@@ -64,7 +57,7 @@ def test_export_command_from_a_training_form_folder(training_folder, tmp_path, c
 
 
 def test_export_of_a_deploy_form_model_matches_the_training_form(tmp_path):
-    model = randomize_(RIFormerForImageClassification(_digits_config()), seed=3).eval()
+    model = randomize_(RIFormerForImageClassification(digits_config()), seed=3).eval()
     deploy = reparameterize_model(model)
     result = export_onnx(deploy, tmp_path / "onnx", image_processor=make_image_processor(32, crop_pct=1.0),
                          batch_sizes=(1, 4), image_sizes=(32, 96))
@@ -78,7 +71,7 @@ def test_export_of_a_deploy_form_model_matches_the_training_form(tmp_path):
 
 
 def test_deploy_graph_has_its_scales_folded_into_the_convolutions(tmp_path):
-    model = reparameterize_model(randomize_(RIFormerForImageClassification(_digits_config()), seed=4)).eval()
+    model = reparameterize_model(randomize_(RIFormerForImageClassification(digits_config()), seed=4)).eval()
     pixels = torch.randn(3, 3, 40, 40, generator=torch.Generator().manual_seed(5))
     with torch.no_grad():
         expected = model(pixel_values=pixels).logits
@@ -92,30 +85,10 @@ def test_deploy_graph_has_its_scales_folded_into_the_convolutions(tmp_path):
     assert ops["Conv"] == 4 + 2 * blocks
     assert np.abs(_ort_logits(tmp_path / "m.onnx", pixels) - expected.numpy()).max() <= 1e-4
 
-    assert not can_fold(model.riformer) and not can_fold(randomize_(RIFormerForImageClassification(_digits_config())))
+    assert not can_fold(model.riformer) and not can_fold(randomize_(RIFormerForImageClassification(digits_config())))
     mlp = model.riformer.encoder.stages[1].blocks[0].mlp
     mlp.fc1 = torch.nn.Sequential(mlp.fc1)
     assert not can_fold(model)  # a replaced submodule exports through the model's own forward
-
-
-@pytest.fixture(scope="module")
-def digits_model():
-    """A tiny RIFormer trained on the digits (a few seconds on one thread) and its 32 px image processor."""
-    torch.manual_seed(0)
-    processor = make_image_processor(32, crop_pct=1.0)
-    splits = digits_dataset(image_size=32)
-    pixels = torch.from_numpy(processor(images=list(splits["train"]["image"]), return_tensors="np")["pixel_values"])
-    labels = torch.tensor(splits["train"]["label"])
-    model = RIFormerForImageClassification(_digits_config(hidden_sizes=(16, 32, 48, 64)))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=4e-3)
-    model.train()
-    for _ in range(8):
-        for batch in torch.randperm(len(labels)).split(64):
-            loss = model(pixel_values=pixels[batch], labels=labels[batch]).loss
-            loss.backward()
-            optimizer.step()
-            optimizer.zero_grad()
-    return model.eval(), processor, splits["test"]
 
 
 def test_int8_export_keeps_top1_on_held_out_digits(digits_model, tmp_path):
@@ -177,7 +150,7 @@ def test_bad_inputs_are_one_line_errors(tmp_path, capsys):
     err = _one_error_line(capsys)
     assert "is not a valid ONNX model" in err and "re-export it with riformer-export" in err
 
-    model = RIFormerForImageClassification(_digits_config())
+    model = RIFormerForImageClassification(digits_config())
     model.save_pretrained(tmp_path / "riformer")
     empty = tmp_path / "empty"
     (empty / "cats").mkdir(parents=True)

@@ -34,7 +34,7 @@ class Command:
 COMMANDS = {
     "train": Command("riformer_hf.training.run", "distil or train a student (or a teacher) with the paper's recipe"),
     "eval": Command("riformer_hf.evaluation.run", "top-1 / top-k of a model folder, Hub id or exported graph"),
-    "export": Command("riformer_hf.export.run", "ONNX (and INT8) export of a RIFormer"),
+    "export": Command("riformer_hf.export.run", "ONNX or OpenVINO (and INT8) export of a RIFormer"),
     "reparameterize": Command("riformer_hf.export.deploy", "training-form folder → deploy folder"),
     "convert": Command("riformer_hf.convert.run", "mmpretrain | gfnet | poolformer weights → a model folder"),
     "push": Command("riformer_hf.export.hub", "the deploy export → the Hub"),

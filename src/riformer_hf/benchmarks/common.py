@@ -167,6 +167,37 @@ def environment(device: str) -> dict:
     return info
 
 
+def cpu_features() -> dict:
+    """What the CPU offers the runtimes (torch's view): its kernel capability and AMX, AVX512-BF16 and VNNI."""
+    capabilities = torch.cpu.get_capabilities() if hasattr(torch.cpu, "get_capabilities") else {}
+    return {
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        **{name: bool(capabilities.get(name)) for name in ("amx_bf16", "amx_int8", "avx512_bf16", "avx512_vnni")},
+    }
+
+
+def cpu_class(features: dict) -> str:
+    """The row of the README's "Which path" table this CPU falls in: AMX, AVX512-BF16, VNNI only or none."""
+    if features["amx_bf16"]:
+        return "AMX"
+    if features["avx512_bf16"]:
+        return "AVX512-BF16"
+    return "VNNI only" if features["avx512_vnni"] else "none"
+
+
+def runtime_versions() -> dict:
+    """Versions of the optional runtimes (None when not installed)."""
+    import importlib
+
+    versions = {}
+    for module in ("onnxruntime", "openvino", "nncf"):
+        try:
+            versions[module] = importlib.import_module(module).__version__
+        except ImportError:
+            versions[module] = None
+    return versions
+
+
 def _cpu_name() -> str:
     try:
         with open("/proc/cpuinfo") as cpuinfo:
@@ -190,10 +221,13 @@ __all__ = [
     "BenchmarkSettings",
     "build_models",
     "count_macs",
+    "cpu_class",
+    "cpu_features",
     "environment",
     "format_ratio",
     "is_custom",
     "matmul_workload",
     "parameter_count",
     "riformer_config",
+    "runtime_versions",
 ]

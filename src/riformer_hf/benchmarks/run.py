@@ -2,7 +2,8 @@
 
 - Inference (`benchmarks.inference`): images/s of PoolFormer, RIFormer in training form and in deploy form (through its
   plain modules and its fused path), timed interleaved, with the matmul bound of the same rounds.
-- Runtimes (`--runtimes`, `benchmarks.runtimes`): the models inside eager, inductor, ONNX Runtime fp32 and INT8.
+- Runtimes (`--runtimes`, `benchmarks.runtimes`): the models inside eager and inductor (fp32, bf16), ONNX Runtime
+  and OpenVINO (fp32, bf16, INT8), then RIFormer's deploy form across them against eager fp32.
 - Distillation cost (`--distillation`, `benchmarks.distillation`) and gradient checkpointing's memory (`--memory`).
 
     riformer-bench                                   # S12, batch 16, 224², fp32, CPU

@@ -1,11 +1,12 @@
 """`riformer-eval`: top-1 / top-k accuracy of an image classifier on a labelled split, through its saved preprocessing.
 
 The model is a folder or Hub id that `AutoModelForImageClassification` loads (RIFormer in either form, GFNet,
-PoolFormer, ...) or an exported `.onnx` file (or its folder) run with ONNX Runtime, whose `config.json` (labels) and
-`preprocessor_config.json` lie beside it. The images come from a local image folder, a Hub dataset or the bundled
-digits, and are preprocessed by the model's own image processor. The dataset's classes must be the model's (matched
-by name when both have names, else by index). Top-k is top-min(5, classes); a percentile bootstrap over the images
-gives confidence intervals.
+PoolFormer, ...), an exported `.onnx` file (or its folder) run with ONNX Runtime or an OpenVINO IR `.xml` (or its
+folder) run with OpenVINO, whose `config.json` (labels) and `preprocessor_config.json` lie beside it. `--dtype bf16`
+runs PyTorch models in bf16 and OpenVINO IR with bf16 inference precision. The images come from a local image
+folder, a Hub dataset or the bundled digits, and are preprocessed by the model's own image processor. The dataset's
+classes must be the model's (matched by name when both have names, else by index). Top-k is top-min(5, classes); a
+percentile bootstrap over the images gives confidence intervals.
 """
 
 import argparse
@@ -31,7 +32,7 @@ from ..data.image_modes import to_rgb
 from ..data.transforms import ImageDecoder, undecoded
 from ..errors import UserError
 from ..safety import check_output_file, staged_file, write_file
-from .classifiers import load_classifier
+from .classifiers import DTYPES, load_classifier
 from .metrics import bootstrap_interval, confusion_matrix, hits, label_mapping, plot_confusion_matrix, top_k
 
 
@@ -183,8 +184,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         prog="riformer-eval", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--model_name_or_path", required=True,
-                        help="model folder (either RIFormer form, GFNet, PoolFormer, ...), Hub id, .onnx file or ONNX "
-                        "export folder")
+                        help="model folder (either RIFormer form, GFNet, PoolFormer, ...), Hub id, .onnx file, "
+                        "OpenVINO IR .xml or an export folder")
     data = parser.add_argument_group("data (exactly one of --data_dir, --dataset_name, --digits)")
     data.add_argument("--data_dir", default=None, help="local image folder: one sub-folder per class")
     data.add_argument("--dataset_name", default=None, help="a dataset on the Hub")
@@ -202,7 +203,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                       "the file")
     parser.add_argument("--batch_size", type=int, default=64)
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads (torch and ONNX Runtime)")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads (torch, ONNX Runtime, OpenVINO)")
+    parser.add_argument("--dtype", choices=list(DTYPES), default="fp32",
+                        help="bf16: PyTorch weights and inputs in bf16, OpenVINO with bf16 inference precision (CPUs "
+                        "with AVX512-BF16 or AMX)")
     parser.add_argument("--bootstrap", type=int, default=0, metavar="N",
                         help="N bootstrap resamples of the images for 95%% percentile intervals (0: none)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
@@ -233,7 +237,7 @@ def main(argv=None) -> EvaluationResult:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if sum(map(bool, (args.data_dir, args.dataset_name, args.digits))) != 1:
         raise UserError("Give exactly one of --data_dir (an image folder), --dataset_name (a Hub dataset), --digits.")
-    classifier = load_classifier(args.model_name_or_path, device, args.threads)
+    classifier = load_classifier(args.model_name_or_path, device, args.threads, args.dtype)
     source = ImageSource(args.data_dir, args.dataset_name, args.dataset_config)
     dataset, split, description = load_split(source, args.split, processor_spec(classifier.processor).image_size)
     if args.max_samples is not None:

@@ -8,6 +8,12 @@ Per block, `x + ls1 * norm_reparam(x)` keeps one affine (`ls1` folded into it), 
 moves into the classifier (the spatial mean commutes with a per-channel affine). Norms
 without an affine export as a bare InstanceNormalization, which leaves ONNX Runtime fewer elementwise passes over
 the activations, and INT8 fewer quantise / dequantise pairs. Folds are computed in float64.
+
+The norms have two spellings (`NORMS`): "instance_norm" (the default, for ONNX Runtime: one InstanceNormalization of
+the sample flattened to one channel, reshaped back) and "moments" (for OpenVINO: mean and variance over (C, H, W)
+written out on the 4-D tensor, which OpenVINO fuses into one MVN with the per-channel affine after it, and no reshape
+that would force its blocked layouts back to plain ones; ONNX Runtime would run the written-out moments as five
+operators).
 """
 
 import copy
@@ -24,6 +30,17 @@ def _norm(hidden_states: torch.Tensor, eps: float) -> torch.Tensor:
     multiplication by ones and an addition of zeros after it)."""
     flat = nn.functional.instance_norm(hidden_states.flatten(1).unsqueeze(1), eps=eps)
     return flat.view_as(hidden_states)
+
+
+def _moments_norm(hidden_states: torch.Tensor, eps: float) -> torch.Tensor:
+    """The same normalisation as `_norm`, written as mean and variance over (C, H, W) of the 4-D tensor."""
+    mean = hidden_states.mean(dim=(1, 2, 3), keepdim=True)
+    centred = hidden_states - mean
+    variance = (centred * centred).mean(dim=(1, 2, 3), keepdim=True)
+    return centred / torch.sqrt(variance + eps)
+
+
+NORMS = {"instance_norm": _norm, "moments": _moments_norm}
 
 
 def _f64(tensor: torch.Tensor) -> torch.Tensor:
@@ -52,8 +69,9 @@ def _with_weights(layer: nn.Conv2d, weight: torch.Tensor, bias: torch.Tensor) ->
 class FoldedRIFormerBlock(nn.Module):
     """A deploy-form block with `ls1`, `norm2`'s affine and `ls2` folded away (see the module docstring)."""
 
-    def __init__(self, block: RIFormerBlock):
+    def __init__(self, block: RIFormerBlock, norm: str = "instance_norm"):
         super().__init__()
+        self.norm = NORMS[norm]
         if not block.is_reparameterized:
             raise ValueError("Fold the token mixer first (reparameterize_model): this block is in training form.")
         norm, norm2 = block.norm_reparam, block.norm2
@@ -67,19 +85,22 @@ class FoldedRIFormerBlock(nn.Module):
         self.fc2 = _with_weights(block.mlp.fc2, folded.fc2_weight, folded.fc2_bias)
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        hidden_states = hidden_states + _norm(hidden_states, self.eps) * self.weight + self.bias
-        return hidden_states + self.fc2(self.act(self.fc1(_norm(hidden_states, self.eps2))))
+        hidden_states = hidden_states + self.norm(hidden_states, self.eps) * self.weight + self.bias
+        return hidden_states + self.fc2(self.act(self.fc1(self.norm(hidden_states, self.eps2))))
 
 
 class FoldedRIFormerClassifier(nn.Module):
     """`pixel_values → logits` of a deploy-form `RIFormerForImageClassification`, folded for export."""
 
-    def __init__(self, model: RIFormerForImageClassification):
+    def __init__(self, model: RIFormerForImageClassification, norm: str = "instance_norm"):
         super().__init__()
+        if norm not in NORMS:
+            raise ValueError(f"norm={norm!r}; choose one of {', '.join(NORMS)}.")
+        self.norm = NORMS[norm]
         stages = model.riformer.encoder.stages
         self.patch_embeddings = nn.ModuleList(copy.deepcopy(stage.patch_embeddings) for stage in stages)
         self.blocks = nn.ModuleList(
-            nn.Sequential(*(FoldedRIFormerBlock(block) for block in stage.blocks)) for stage in stages
+            nn.Sequential(*(FoldedRIFormerBlock(block, norm) for block in stage.blocks)) for stage in stages
         )
         self.eps = model.norm.eps
         self.classifier = _absorb_input_affine(model.classifier, model.norm.weight, model.norm.bias)
@@ -88,7 +109,7 @@ class FoldedRIFormerClassifier(nn.Module):
         hidden_states = pixel_values
         for embed, blocks in zip(self.patch_embeddings, self.blocks):
             hidden_states = blocks(embed(hidden_states))
-        return self.classifier(_norm(hidden_states, self.eps).mean(dim=(-2, -1)))
+        return self.classifier(self.norm(hidden_states, self.eps).mean(dim=(-2, -1)))
 
 
 def can_fold(model: nn.Module) -> bool:

@@ -57,14 +57,16 @@ class _LogitsGraph(nn.Module):
         return self.model(pixel_values=pixel_values).logits
 
 
-def export_graph(model: nn.Module, path, image_size: int = 224, opset: int = DEFAULT_OPSET) -> Path:
+def export_graph(model: nn.Module, path, image_size: int = 224, opset: int = DEFAULT_OPSET,
+                 norm: str = "instance_norm") -> Path:
     """Write `model` (any `pixel_values → logits` classifier, in the form it is in) to the ONNX file `path`, with
-    dynamic batch, height and width: a deploy-form RIFormer classifier as its `FoldedRIFormerClassifier`, anything
-    else through its own forward. Traced on a CPU float32 copy in eval mode; the caller's model is untouched."""
+    dynamic batch, height and width: a deploy-form RIFormer classifier as its `FoldedRIFormerClassifier` (its norms
+    spelled `norm`: see `inference_graph.NORMS`), anything else through its own forward. Traced on a CPU float32
+    copy in eval mode; the caller's model is untouched."""
     if opset < 17:
         raise UserError(f"opset={opset}: GroupNorm needs opset ≥ 17 here; use {DEFAULT_OPSET}.")
     source = copy.deepcopy(model).float().cpu().eval()
-    graph = FoldedRIFormerClassifier(source) if can_fold(source) else _LogitsGraph(source)
+    graph = FoldedRIFormerClassifier(source, norm) if can_fold(source) else _LogitsGraph(source)
     example = torch.zeros(2, source.config.num_channels, image_size, image_size)
     path = Path(path)
     with torch.no_grad(), warnings.catch_warnings():

@@ -22,9 +22,19 @@ from transformers.utils import output_capturing
 # - the smallest batch it pays at. Whole-model forward, fused over plain (medians of interleaved pairs, 1 | 2 threads):
 #   batch 1 0.94x | 1.02x, 2 1.16x | 1.27x, 4 1.15x | 1.25x, 8 1.24x | 1.39x, 16 1.59x | 1.38x. One sample is too
 #   few tokens per matrix product for the layer-scale folding and layout changes to pay off.
+# - in bf16 (AVX512-BF16, no AMX; fused over plain, 1 thread, process CPU time): batch 1 1.15x, 2 1.09x, 4 1.27x,
+#   8 1.29x, 16 1.20x (fp32 in the same run: 0.96x, 1.14x, 1.15x, 1.28x, 1.37x), so bf16 fuses from one sample on.
+#   The byte budgets serve both dtypes (in bf16 they hold twice the tokens): of 2, 4 and 8 MiB none was ahead at
+#   every batch in either dtype.
 CPU_TOKEN_BYTES = 4 * 2**20
 CPU_HIDDEN_BYTES = 4 * 2**20
 CPU_MIN_FUSED_BATCH = 2
+CPU_MIN_FUSED_BATCH_BF16 = 1
+
+
+def cpu_min_fused_batch(dtype: torch.dtype) -> int:
+    """The smallest batch at which the fused path pays on CPU, for activations of `dtype`."""
+    return CPU_MIN_FUSED_BATCH_BF16 if dtype == torch.bfloat16 else CPU_MIN_FUSED_BATCH
 
 
 @dataclass
@@ -71,13 +81,13 @@ def can_fuse(block, hidden_states: torch.Tensor) -> bool:
     (the fused path writes into buffers), nothing observes the block (`observed`), no submodule has been replaced or
     wrapped (LoRA, quantisation, parametrisations: `block.has_own_modules()`), and no tracing or export (TorchScript,
     ONNX, torch.export: they would freeze the batch chunking, and the in-place buffers do not export). On CPU the
-    batch must also be large enough for the fused path to be faster (`CPU_MIN_FUSED_BATCH`).
+    batch must also be large enough for the fused path to be faster (`cpu_min_fused_batch`: 2 in fp32, 1 in bf16).
     """
     if not block.is_reparameterized or block.training or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
         return False
     if torch.compiler.is_exporting():
         return False
-    if hidden_states.device.type == "cpu" and hidden_states.shape[0] < CPU_MIN_FUSED_BATCH:
+    if hidden_states.device.type == "cpu" and hidden_states.shape[0] < cpu_min_fused_batch(hidden_states.dtype):
         return False
     if torch.is_grad_enabled() and (hidden_states.requires_grad or any(p.requires_grad for p in block.parameters())):
         return False
@@ -134,4 +144,6 @@ def tokens_as_nchw(tokens: torch.Tensor, height: int, width: int) -> torch.Tenso
     return tokens.view(tokens.shape[0], height, width, tokens.shape[-1]).permute(0, 3, 1, 2)
 
 
-__all__ = ["FoldedScales", "can_fuse", "cpu_chunks", "fold_layer_scales", "fused_forward", "observed"]
+__all__ = [
+    "FoldedScales", "can_fuse", "cpu_chunks", "cpu_min_fused_batch", "fold_layer_scales", "fused_forward", "observed",
+]
