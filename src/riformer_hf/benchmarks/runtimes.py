@@ -14,12 +14,16 @@ Runtimes (every model compiled / exported / quantised inside each):
 
 Per runtime, batch-1 latency and batch throughput with the models interleaved, and the deploy / PoolFormer ratio per
 round. Then one interleaved set of RIFormer's deploy form under every runtime: throughput and latency per runtime
-relative to eager fp32 (the "Which path" figures). Inputs are fp32 pixels; the cast to bf16 is part of each call.
+relative to eager fp32 (the "Which path" figures). Last, one interleaved set of PoolFormer on its fastest runtime,
+RIFormer's deploy form on its fastest and a square matrix product in bf16 (fp32 on a CPU without bf16): the
+fastest-against-fastest ratios and each model's share of the matmul bound (the product's FLOP/s over the model's
+FLOPs per image). Inputs are fp32 pixels; the cast to bf16 is part of each call.
 INT8 graphs are calibrated on random inputs (their speed does not depend on the ranges). bf16 runtimes on a CPU
 without bf16 instructions are skipped with the reason, not timed (torch would emulate bf16).
 """
 
 import copy
+import dataclasses
 import os
 import statistics
 import tempfile
@@ -34,11 +38,13 @@ from .common import (
     MODEL_NAMES,
     BenchmarkSettings,
     build_models,
+    count_macs,
     cpu_class,
     cpu_features,
     environment,
     format_ratio,
     is_custom,
+    matmul_workload,
     runtime_versions,
 )
 
@@ -158,7 +164,7 @@ def run_runtime_benchmark(settings: BenchmarkSettings, runtimes=RUNTIMES, preset
     features = cpu_features()
     record = {"preset": "custom" if is_custom(settings) else preset, "batch_size": settings.batch_size,
               "image_size": settings.image_size, "cpu": {**features, "class": cpu_class(features)}, "runtimes": {}}
-    deploy_runners = {}
+    all_runners = {}
     with torch_threads(settings.threads), tempfile.TemporaryDirectory() as workdir:
         record["environment"] = {**environment("cpu"), **runtime_versions()}
         graphs = _Graphs(build_models(preset, settings), settings, workdir)
@@ -170,8 +176,7 @@ def run_runtime_benchmark(settings: BenchmarkSettings, runtimes=RUNTIMES, preset
             if reason is not None:
                 record["runtimes"][runtime] = {"skipped": reason}
                 continue
-            runners = _runtime_runners(runtime, graphs, settings.threads)
-            deploy_runners[runtime] = runners["riformer_deploy"]
+            runners = all_runners[runtime] = _runtime_runners(runtime, graphs, settings.threads)
             with torch.inference_mode():
                 latency = time_interleaved({n: (lambda r=r: r(single)) for n, r in runners.items()},
                                            settings.warmup, settings.repeats)
@@ -183,9 +188,43 @@ def run_runtime_benchmark(settings: BenchmarkSettings, runtimes=RUNTIMES, preset
                 "deploy_vs_poolformer_latency": ratio(latency["poolformer"], latency["riformer_deploy"]),
                 "deploy_vs_poolformer_throughput": ratio(throughput["poolformer"], throughput["riformer_deploy"]),
             }
+        deploy_runners = {runtime: runners["riformer_deploy"] for runtime, runners in all_runners.items()}
         if BASELINE in deploy_runners and len(deploy_runners) > 1:
             record["across_runtimes"] = _across_runtimes(deploy_runners, single, batch, settings)
+        if all_runners:
+            macs = count_macs(graphs.models["riformer_deploy"], settings.image_size)
+            record["fastest"] = _fastest_against_fastest(record, all_runners, single, batch, settings, features, macs)
     return record
+
+
+def _fastest_against_fastest(record, all_runners, single, batch, settings: BenchmarkSettings, features: dict,
+                             macs: int) -> dict:
+    """PoolFormer on the runtime where it ran fastest and RIFormer's deploy form on its fastest, timed again in one
+    interleaved set with the matmul bound: per-round ratios (batch 1 latency, batch throughput) and shares of the
+    bound. Both models do the same MACs per image (the token mixer is free in FLOPs), so one bound serves both."""
+    timed = {runtime: result["models"] for runtime, result in record["runtimes"].items() if "models" in result}
+    best = {name: max(timed, key=lambda runtime: timed[runtime][name]["images_per_s"])
+            for name in ("poolformer", "riformer_deploy")}
+    dtype = "bf16" if features["avx512_bf16"] or features["amx_bf16"] else "fp32"
+    matmul, matmul_flops = matmul_workload(dataclasses.replace(settings, dtype=dtype, device="cpu"))
+    runners = {name: all_runners[best[name]][name] for name in best}
+    with torch.inference_mode():
+        latency = time_interleaved({n: (lambda r=r: r(single)) for n, r in runners.items()},
+                                   settings.warmup, settings.repeats)
+        throughput = time_interleaved({**{n: (lambda r=r: r(batch)) for n, r in runners.items()}, "matmul": matmul},
+                                      settings.warmup, settings.repeats)
+    bound_flops = matmul_flops / statistics.median(throughput.pop("matmul"))
+    bound_images = bound_flops / (2 * macs)
+    lat, thr = _timings(latency, 1), _timings(throughput, settings.batch_size)
+    models = {name: {"runtime": best[name], **lat[name], **thr[name],
+                     "share_of_bound": thr[name]["images_per_s"] / bound_images} for name in runners}
+    return {
+        "models": models,
+        "matmul": {"dtype": dtype, "size": settings.matmul_dim, "tflops": bound_flops / 1e12,
+                   "bound_images_per_s": bound_images},
+        "deploy_vs_poolformer_latency": ratio(latency["poolformer"], latency["riformer_deploy"]),
+        "deploy_vs_poolformer_throughput": ratio(throughput["poolformer"], throughput["riformer_deploy"]),
+    }
 
 
 def _across_runtimes(runners: dict[str, Callable], single, batch, settings: BenchmarkSettings) -> dict:
@@ -247,6 +286,23 @@ def format_runtime_table(record: dict) -> str:
                 f"{format_ratio(entry['latency_speedup_vs_eager'])} | {entry['images_per_s']:.1f} | "
                 f"{format_ratio(entry['throughput_speedup_vs_eager'])} |"
             )
+    if "fastest" in record:
+        fastest, bound = record["fastest"], record["fastest"]["matmul"]
+        lines += [
+            "",
+            (f"Fastest against fastest, one interleaved set with a {bound['size']}² {bound['dtype']} matmul: "
+             f"{bound['tflops']:.2f} TFLOP/s, a bound of {bound['bound_images_per_s']:.0f} img/s"),
+            "",
+            "| model | runtime | batch 1 ms | img/s | share of the bound |",
+            "|---|---|---|---|---|",
+        ]
+        for name, entry in fastest["models"].items():
+            lines.append(f"| {MODEL_NAMES[name]} | {entry['runtime']} | {entry['latency_ms']['median']:.1f} | "
+                         f"{entry['images_per_s']:.1f} | {100 * entry['share_of_bound']:.0f} % |")
+        lines.append(
+            f"RIFormer deploy ÷ PoolFormer: latency {format_ratio(fastest['deploy_vs_poolformer_latency'])}, "
+            f"throughput {format_ratio(fastest['deploy_vs_poolformer_throughput'])}"
+        )
     return "\n".join(lines)
 
 
