@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # ./run.sh demo [ARGS]   runs the embedded default demo
-# ./run.sh test [ARGS]   runs ruff, then the test suite
+# ./run.sh test [ARGS]   runs ruff, then the test suite (ARGS go to pytest: test files, -k, -x, ...)
 # Each creates .venv (Python 3.11, CPU torch pinned by constraints.txt) and installs the package on first use.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -18,6 +18,6 @@ fi
 cmd="${1:-}"; shift || true
 case "$cmd" in
   demo) exec "$venv/bin/riformer-demo" "$@" ;;
-  test) "$venv/bin/ruff" check src tests && exec "$venv/bin/python" -m pytest -q tests "$@" ;;
+  test) "$venv/bin/ruff" check src tests && exec "$venv/bin/python" -m pytest -q "$@" ;;  # no paths: testpaths (tests/)
   *) echo "usage: ./run.sh demo|test [args]" >&2; exit 2 ;;
 esac
