@@ -119,10 +119,10 @@ def test_runtime_comparison_runs_every_model_inside_each_runtime(monkeypatch):
     fastest, timed = record["fastest"], {r: v["models"] for r, v in record["runtimes"].items() if "models" in v}
     for name, entry in fastest["models"].items():  # each on the runtime where it ran fastest, timed again together
         assert entry["runtime"] == max(timed, key=lambda r: timed[r][name]["images_per_s"])
-        assert entry["share_of_bound"] == pytest.approx(entry["images_per_s"] / fastest["matmul"]["bound_images_per_s"])
+        assert entry["share_of_bound"] == pytest.approx(entry["images_per_s"] / record["matmul"]["bound_images_per_s"])
     macs = count_macs(riformer_config("s12", settings), settings.image_size)
-    assert fastest["matmul"]["dtype"] == ("bf16" if bf16 else "fp32")
-    assert fastest["matmul"]["bound_images_per_s"] == pytest.approx(fastest["matmul"]["tflops"] * 1e12 / (2 * macs))
+    assert record["matmul"]["dtype"] == ("bf16" if bf16 else "fp32") and record["matmul"]["tflops"] > 0
+    assert record["matmul"]["bound_images_per_s"] == pytest.approx(record["matmul"]["tflops"] * 1e12 / (2 * macs))
     table = format_runtime_table(record)
     assert table.startswith("CUSTOM, batch 1") and "| ort-int8 | RIFormer, deploy form |" in table
     assert "| openvino-int8 |" in table and "× eager (throughput)" in table
@@ -134,7 +134,7 @@ def test_runtime_comparison_runs_every_model_inside_each_runtime(monkeypatch):
                                                                  "amx_bf16": False})
     record = run_runtime_benchmark(settings, ("eager", "eager-bf16"))
     assert "no bf16 instructions" in record["runtimes"]["eager-bf16"]["skipped"] and "across_runtimes" not in record
-    assert record["fastest"]["matmul"]["dtype"] == "fp32"
+    assert record["matmul"]["dtype"] == "fp32"
     assert "| eager-bf16 | skipped: this CPU has no bf16 instructions" in format_runtime_table(record)
     with pytest.raises(ValueError, match="Unknown runtime"):
         run_runtime_benchmark(settings, ("tensorrt",))

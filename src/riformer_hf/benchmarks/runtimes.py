@@ -14,12 +14,13 @@ Runtimes (every model compiled / exported / quantised inside each):
 
 Per runtime, batch-1 latency and batch throughput with the models interleaved, and the deploy / PoolFormer ratio per
 round. Then one interleaved set of RIFormer's deploy form under every runtime: throughput and latency per runtime
-relative to eager fp32 (the "Which path" figures). Last, one interleaved set of PoolFormer on its fastest runtime,
-RIFormer's deploy form on its fastest and a square matrix product in bf16 (fp32 on a CPU without bf16): the
-fastest-against-fastest ratios and each model's share of the matmul bound (the product's FLOP/s over the model's
-FLOPs per image). Inputs are fp32 pixels; the cast to bf16 is part of each call.
-INT8 graphs are calibrated on random inputs (their speed does not depend on the ranges). bf16 runtimes on a CPU
-without bf16 instructions are skipped with the reason, not timed (torch would emulate bf16).
+relative to eager fp32 (the "Which path" figures). Last, one interleaved set of PoolFormer on its fastest runtime and
+RIFormer's deploy form on its fastest: the fastest-against-fastest ratios and each model's share of the matmul bound
+(a square product in bf16, fp32 on a CPU without bf16, over the model's FLOPs per image; timed first and alone: once
+ONNX Runtime's and OpenVINO's thread pools exist, PyTorch's OpenMP threads on a small VM measured 2× slower).
+Inputs are fp32 pixels; the cast to bf16 is part of each call. INT8 graphs are calibrated on random inputs (their
+speed does not depend on the ranges). bf16 runtimes on a CPU without bf16 instructions are skipped with the reason,
+not timed (torch would emulate bf16).
 """
 
 import copy
@@ -45,6 +46,7 @@ from .common import (
     format_ratio,
     is_custom,
     matmul_workload,
+    riformer_config,
     runtime_versions,
 )
 
@@ -167,6 +169,7 @@ def run_runtime_benchmark(settings: BenchmarkSettings, runtimes=RUNTIMES, preset
     all_runners = {}
     with torch_threads(settings.threads), tempfile.TemporaryDirectory() as workdir:
         record["environment"] = {**environment("cpu"), **runtime_versions()}
+        record["matmul"] = _matmul_bound(settings, features)
         graphs = _Graphs(build_models(preset, settings), settings, workdir)
         generator = torch.Generator().manual_seed(settings.seed)
         single = torch.randn(1, 3, settings.image_size, settings.image_size, generator=generator)
@@ -192,36 +195,40 @@ def run_runtime_benchmark(settings: BenchmarkSettings, runtimes=RUNTIMES, preset
         if BASELINE in deploy_runners and len(deploy_runners) > 1:
             record["across_runtimes"] = _across_runtimes(deploy_runners, single, batch, settings)
         if all_runners:
-            macs = count_macs(graphs.models["riformer_deploy"], settings.image_size)
-            record["fastest"] = _fastest_against_fastest(record, all_runners, single, batch, settings, features, macs)
+            record["fastest"] = _fastest_against_fastest(record, all_runners, single, batch, settings)
     return record
 
 
-def _fastest_against_fastest(record, all_runners, single, batch, settings: BenchmarkSettings, features: dict,
-                             macs: int) -> dict:
+def _matmul_bound(settings: BenchmarkSettings, features: dict) -> dict:
+    """A square product in bf16 (fp32 on a CPU without bf16) on the benchmark's threads: its FLOP/s and the images per
+    second that rate allows the preset (its MACs per image: PoolFormer's and RIFormer's are equal, the token mixer
+    costs no matrix products)."""
+    dtype = "bf16" if features["avx512_bf16"] or features["amx_bf16"] else "fp32"
+    matmul, flops = matmul_workload(dataclasses.replace(settings, dtype=dtype, device="cpu"))
+    seconds = time_interleaved({"matmul": matmul}, settings.warmup, settings.repeats)["matmul"]
+    tflops = flops / statistics.median(seconds) / 1e12
+    macs = count_macs(riformer_config(settings.presets[0], settings), settings.image_size)
+    return {"dtype": dtype, "size": settings.matmul_dim, "tflops": tflops,
+            "bound_images_per_s": tflops * 1e12 / (2 * macs)}
+
+
+def _fastest_against_fastest(record, all_runners, single, batch, settings: BenchmarkSettings) -> dict:
     """PoolFormer on the runtime where it ran fastest and RIFormer's deploy form on its fastest, timed again in one
-    interleaved set with the matmul bound: per-round ratios (batch 1 latency, batch throughput) and shares of the
-    bound. Both models do the same MACs per image (the token mixer is free in FLOPs), so one bound serves both."""
+    interleaved set: per-round ratios (batch 1 latency, batch throughput) and each one's share of the matmul bound."""
     timed = {runtime: result["models"] for runtime, result in record["runtimes"].items() if "models" in result}
     best = {name: max(timed, key=lambda runtime: timed[runtime][name]["images_per_s"])
             for name in ("poolformer", "riformer_deploy")}
-    dtype = "bf16" if features["avx512_bf16"] or features["amx_bf16"] else "fp32"
-    matmul, matmul_flops = matmul_workload(dataclasses.replace(settings, dtype=dtype, device="cpu"))
     runners = {name: all_runners[best[name]][name] for name in best}
     with torch.inference_mode():
         latency = time_interleaved({n: (lambda r=r: r(single)) for n, r in runners.items()},
                                    settings.warmup, settings.repeats)
-        throughput = time_interleaved({**{n: (lambda r=r: r(batch)) for n, r in runners.items()}, "matmul": matmul},
+        throughput = time_interleaved({n: (lambda r=r: r(batch)) for n, r in runners.items()},
                                       settings.warmup, settings.repeats)
-    bound_flops = matmul_flops / statistics.median(throughput.pop("matmul"))
-    bound_images = bound_flops / (2 * macs)
     lat, thr = _timings(latency, 1), _timings(throughput, settings.batch_size)
-    models = {name: {"runtime": best[name], **lat[name], **thr[name],
-                     "share_of_bound": thr[name]["images_per_s"] / bound_images} for name in runners}
+    bound = record["matmul"]["bound_images_per_s"]
     return {
-        "models": models,
-        "matmul": {"dtype": dtype, "size": settings.matmul_dim, "tflops": bound_flops / 1e12,
-                   "bound_images_per_s": bound_images},
+        "models": {name: {"runtime": best[name], **lat[name], **thr[name],
+                          "share_of_bound": thr[name]["images_per_s"] / bound} for name in runners},
         "deploy_vs_poolformer_latency": ratio(latency["poolformer"], latency["riformer_deploy"]),
         "deploy_vs_poolformer_throughput": ratio(throughput["poolformer"], throughput["riformer_deploy"]),
     }
@@ -287,11 +294,12 @@ def format_runtime_table(record: dict) -> str:
                 f"{format_ratio(entry['throughput_speedup_vs_eager'])} |"
             )
     if "fastest" in record:
-        fastest, bound = record["fastest"], record["fastest"]["matmul"]
+        fastest, bound = record["fastest"], record["matmul"]
         lines += [
             "",
-            (f"Fastest against fastest, one interleaved set with a {bound['size']}² {bound['dtype']} matmul: "
-             f"{bound['tflops']:.2f} TFLOP/s, a bound of {bound['bound_images_per_s']:.0f} img/s"),
+            (f"Fastest against fastest, one interleaved set. The bound: a {bound['size']}² {bound['dtype']} matmul "
+             f"timed first, {bound['tflops']:.2f} TFLOP/s, {bound['bound_images_per_s']:.0f} img/s at the preset's "
+             "MACs"),
             "",
             "| model | runtime | batch 1 ms | img/s | share of the bound |",
             "|---|---|---|---|---|",
