@@ -60,6 +60,18 @@ def test_unreadable_images_raise_naming_the_file(tmp_path):
         next(iter(loader))
 
 
+def test_iterating_a_transformed_dataset_stops_at_its_end():
+    # `for example in dataset` uses __getitem__ until IndexError: the wrap-around to the next readable image must not
+    # make it endless (the demo's bf16 scoring iterated the held-out digits this way and never finished).
+    rows = {"image": [PILImage.new("RGB", (8, 8), (i, i, i)) for i in range(3)], "label": [0, 1, 2]}
+    features = Features({"image": Image(), "label": Value("int64")})
+    dataset = with_image_transform(Dataset.from_dict(rows, features=features), WHOLE)
+    assert [example["labels"] for example in dataset] == [0, 1, 2]
+    assert dataset[-1]["labels"] == 2
+    with pytest.raises(IndexError):
+        dataset[3]
+
+
 def test_an_image_without_a_file_name_is_named_by_its_index():
     good = io.BytesIO()
     PILImage.new("RGB", (8, 8), (1, 2, 3)).save(good, "PNG")

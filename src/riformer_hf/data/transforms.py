@@ -218,7 +218,10 @@ class TransformedImages(TorchDataset):
         raise UnreadableImageError(f"None of the {len(self)} images of the {self.decode.split} set can be read.")
 
     def __getitem__(self, index: int) -> dict:
-        return self._next_readable(int(index))
+        index = int(index)
+        if not -len(self) <= index < len(self):  # also ends `for example in dataset` (the sequence protocol)
+            raise IndexError(f"index {index} out of range for {len(self)} images")
+        return self._next_readable(index % len(self))
 
     def __getitems__(self, indices: list[int]) -> list[dict]:
         batch = self.dataset[list(indices)]
