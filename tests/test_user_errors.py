@@ -68,6 +68,9 @@ CASES = {
     "a magnitude beyond mmax": (cli.train, ["--aa", "rand-m99"],
                                 ("--aa 'rand-m99': RandAugment policy 'rand-m99': RandAugment magnitude (m) must be at "
                                  "most mmax 10")),
+    "a negative learning rate": (cli.train, ["--learning_rate", "-1"], "--learning_rate -1.0: must not be negative."),
+    "a batch of 0": (cli.train, ["--per_device_train_batch_size", "0"],
+                     "--per_device_train_batch_size 0: must be positive."),
     "a GFNet to the PoolFormer converter": (cli.convert, ["poolformer", "--model_name_or_path", "{root}/gfnet",
                                                           "--output_dir", "{root}/converted"],
                                             ("--model_name_or_path {root}/gfnet holds a 'gfnet' model, not a "

@@ -48,6 +48,10 @@ def check_values(data_args, model_args, training_args, run_args) -> None:
     for flag, value in (("image_size", model_args.image_size), ("max_train_samples", data_args.max_train_samples),
                         ("max_eval_samples", data_args.max_eval_samples), ("threads", run_args.threads)):
         _check(value is None or value > 0, flag, value, "must be positive")
+    for flag in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
+        value = getattr(training_args, flag)
+        _check(value > 0, flag, value, "must be positive")
+    _check(training_args.learning_rate >= 0, "learning_rate", training_args.learning_rate, "must not be negative")
     for flag in ("depths", "hidden_sizes"):
         value = getattr(model_args, flag)
         _check(value is None or all(v > 0 for v in value), flag, value, "every entry must be positive")
