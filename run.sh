@@ -17,7 +17,7 @@ if [ ! -f "$stamp" ]; then
 fi
 cmd="${1:-}"; shift || true
 case "$cmd" in
-  demo) exec "$venv/bin/riformer-demo" "$@" ;;
+  demo) DS_ACCELERATOR="${DS_ACCELERATOR:-cpu}" exec "$venv/bin/riformer-demo" "$@" ;;  # the demo runs on CPU: no DeepSpeed probe warning
   test) "$venv/bin/ruff" check src tests && exec "$venv/bin/python" -m pytest -q "$@" ;;  # no paths: testpaths (tests/)
   *) echo "usage: ./run.sh demo|test [args]" >&2; exit 2 ;;
 esac

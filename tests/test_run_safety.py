@@ -388,9 +388,14 @@ def test_a_one_class_image_folder_names_the_real_cause(tmp_path, capsys):
                       *QUICK]) == 2
     assert error_line(capsys) == (
         f"error: --data_dir {tmp_path / 'images'} has 1 class folder(s) (cat); an image folder needs one sub-folder "
-        "per class, at least two (optionally under train/ and test/)."
+        "of images per class, at least two (optionally under train/ and test/)."
     )
     assert not (tmp_path / "run").exists() or not list((tmp_path / "run").iterdir())
+    (tmp_path / "images" / "dog").mkdir()  # a second class folder, empty
+    assert cli.train(["--output_dir", str(tmp_path / "run"), "--data_dir", str(tmp_path / "images"), *TINY,
+                      *QUICK]) == 2
+    assert error_line(capsys).startswith(
+        f"error: --data_dir {tmp_path / 'images'} has 2 class folder(s) (cat, dog) (dog holds no images); ")
 
 
 def test_unreadable_checkpoints_and_a_file_as_output_dir_in_the_converter(tmp_path, capsys):

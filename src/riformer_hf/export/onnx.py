@@ -401,7 +401,7 @@ def _load_model(model_or_dir):
         folder = Path(model_or_dir)
         if not folder.exists():
             folder = _download(str(model_or_dir))
-        model, processor = load_riformer(folder), load_image_processor(folder)
+        model, processor = load_riformer(folder, "--model_name_or_path"), load_image_processor(folder)
     if isinstance(model, RIFormerPreTrainedModel) and not model.is_reparameterized:
         model = reparameterize_model(model)
     return model.float().cpu().eval(), processor

@@ -97,9 +97,12 @@ def _check_label_column(train, data_args) -> None:
     root = Path(data_args.data_dir)
     root = root / data_args.train_split if (root / data_args.train_split).is_dir() else root
     classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    empty = [name for name in classes if not any(f.is_file() for f in (root / name).rglob("*"))]
+    without = f" ({', '.join(empty)} holds no images)" if empty else ""
     raise UserError(
-        f"--data_dir {data_args.data_dir} has {len(classes)} class folder(s) ({', '.join(classes) or 'none'}); an "
-        "image folder needs one sub-folder per class, at least two (optionally under train/ and test/)."
+        f"--data_dir {data_args.data_dir} has {len(classes)} class folder(s) ({', '.join(classes) or 'none'})"
+        f"{without}; an image folder needs one sub-folder of images per class, at least two (optionally under train/ "
+        "and test/)."
     )
 
 
