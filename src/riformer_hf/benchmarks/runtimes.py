@@ -145,6 +145,13 @@ def _skip_reason(runtime: str, features: dict) -> str | None:
     return None
 
 
+def _time_both(runners: dict[str, Callable], single, batch, settings: BenchmarkSettings):
+    """Seconds per round of every runner on one image, then on the batch: two interleaved sets."""
+    with torch.inference_mode():
+        return tuple(time_interleaved({name: (lambda run=run, x=x: run(x)) for name, run in runners.items()},
+                                      settings.warmup, settings.repeats) for x in (single, batch))
+
+
 def _timings(seconds: dict[str, list[float]], batch_size: int) -> dict:
     return {name: {"latency_ms": {"median": 1e3 * statistics.median(values), "p90": 1e3 * p90(values)}}
             if batch_size == 1 else {"images_per_s": batch_size / statistics.median(values)}
@@ -180,11 +187,7 @@ def run_runtime_benchmark(settings: BenchmarkSettings, runtimes=RUNTIMES, preset
                 record["runtimes"][runtime] = {"skipped": reason}
                 continue
             runners = all_runners[runtime] = _runtime_runners(runtime, graphs, settings.threads)
-            with torch.inference_mode():
-                latency = time_interleaved({n: (lambda r=r: r(single)) for n, r in runners.items()},
-                                           settings.warmup, settings.repeats)
-                throughput = time_interleaved({n: (lambda r=r: r(batch)) for n, r in runners.items()},
-                                              settings.warmup, settings.repeats)
+            latency, throughput = _time_both(runners, single, batch, settings)
             lat, thr = _timings(latency, 1), _timings(throughput, settings.batch_size)
             record["runtimes"][runtime] = {
                 "models": {name: {**lat[name], **thr[name]} for name in RUNTIME_MODELS},
@@ -219,11 +222,7 @@ def _fastest_against_fastest(record, all_runners, single, batch, settings: Bench
     best = {name: max(timed, key=lambda runtime: timed[runtime][name]["images_per_s"])
             for name in ("poolformer", "riformer_deploy")}
     runners = {name: all_runners[best[name]][name] for name in best}
-    with torch.inference_mode():
-        latency = time_interleaved({n: (lambda r=r: r(single)) for n, r in runners.items()},
-                                   settings.warmup, settings.repeats)
-        throughput = time_interleaved({n: (lambda r=r: r(batch)) for n, r in runners.items()},
-                                      settings.warmup, settings.repeats)
+    latency, throughput = _time_both(runners, single, batch, settings)
     lat, thr = _timings(latency, 1), _timings(throughput, settings.batch_size)
     bound = record["matmul"]["bound_images_per_s"]
     return {
@@ -237,11 +236,7 @@ def _fastest_against_fastest(record, all_runners, single, batch, settings: Bench
 def _across_runtimes(runners: dict[str, Callable], single, batch, settings: BenchmarkSettings) -> dict:
     """RIFormer's deploy form under every runtime in one interleaved set (batch 1, then the batch): medians and each
     runtime's per-round speed-up over eager fp32."""
-    with torch.inference_mode():
-        latency = time_interleaved({r: (lambda run=run: run(single)) for r, run in runners.items()},
-                                   settings.warmup, settings.repeats)
-        throughput = time_interleaved({r: (lambda run=run: run(batch)) for r, run in runners.items()},
-                                      settings.warmup, settings.repeats)
+    latency, throughput = _time_both(runners, single, batch, settings)
     lat, thr = _timings(latency, 1), _timings(throughput, settings.batch_size)
     return {
         runtime: {

@@ -317,15 +317,9 @@ def export_onnx(
     when every step succeeded (`OutputFolder.staged`).
     """
     source_onnx = onnx_source(model_or_dir)
-    if isinstance(output_path, OutputFolder):
-        output = output_path
-    else:
-        reads = [] if isinstance(model_or_dir, nn.Module) or source_onnx is not None else [(None, model_or_dir)]
-        output = OutputFolder(output_path, flag=None, overwrite=overwrite, sources=reads)
+    output = checked_export_folder(output_path, model_or_dir, overwrite, ONNX_FILE, (".onnx",),
+                                   reads_model=source_onnx is None)
     output_dir = output.path
-    if output_dir.suffix == ".onnx":
-        raise UserError(f"{output_dir} looks like a file: give an output folder (it gets {ONNX_FILE}).")
-    output.check()
     if int8 and calibration_data is None:
         raise UserError("--int8 needs --calibration_data: a folder of images, or 'digits'.")
     if source_onnx is not None and not int8:
@@ -377,6 +371,22 @@ def export_onnx(
                 result.int8_comparison["training_images"] = split.training_images
             result.int8_path, result.calibration_images = output_dir / INT8_FILE, len(split.calibration)
     return result
+
+
+def checked_export_folder(output_path, model_or_dir, overwrite: bool, file_name: str, file_suffixes: tuple[str, ...],
+                          reads_model: bool = True) -> OutputFolder:
+    """An export's output folder, checked before any work: the command's `OutputFolder` as it is, else one for the
+    folder `output_path` (a library call) that may not hold `model_or_dir` when the export reads it. A name ending
+    like the graph file (`file_suffixes`) is refused: the export wants a folder."""
+    if isinstance(output_path, OutputFolder):
+        output = output_path
+    else:
+        reads = [(None, model_or_dir)] if reads_model and not isinstance(model_or_dir, nn.Module) else []
+        output = OutputFolder(output_path, flag=None, overwrite=overwrite, sources=reads)
+    if output.path.suffix in file_suffixes:
+        raise UserError(f"{output.path} looks like a file: give an output folder (it gets {file_name}).")
+    output.check()
+    return output
 
 
 def onnx_source(model_or_dir) -> Path | None:

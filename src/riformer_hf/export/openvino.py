@@ -31,7 +31,6 @@ from torch import nn
 
 from ..data.preprocessing import make_image_processor, processor_spec
 from ..errors import MissingInputError, UserError
-from ..safety import OutputFolder
 from .inference_graph import NORMS
 from .onnx import (
     DEFAULT_OPSET,
@@ -40,6 +39,7 @@ from .onnx import (
     _load_model,
     _pixel_batches,
     _same_labels,
+    checked_export_folder,
     export_graph,
     load_calibration_images,
     onnx_source,
@@ -284,15 +284,8 @@ def export_openvino(
     """
     if onnx_source(model_or_dir) is not None:
         raise UserError(f"{model_or_dir} is an ONNX export: the OpenVINO export starts from the PyTorch model folder.")
-    if isinstance(output_path, OutputFolder):
-        output = output_path
-    else:
-        reads = [] if isinstance(model_or_dir, nn.Module) else [(None, model_or_dir)]
-        output = OutputFolder(output_path, flag=None, overwrite=overwrite, sources=reads)
+    output = checked_export_folder(output_path, model_or_dir, overwrite, XML_FILE, (".xml", ".bin"))
     output_dir = output.path
-    if output_dir.suffix in (".xml", ".bin"):
-        raise UserError(f"{output_dir} looks like a file: give an output folder (it gets {XML_FILE}).")
-    output.check()
     if int8 and calibration_data is None:
         raise UserError("--int8 needs --calibration_data: a folder of images, or 'digits'.")
     if (eval_data is not None or eval_split is not None) and calibration_data is None:
