@@ -310,6 +310,24 @@ def test_ctrl_c_names_the_checkpoint_and_the_command_that_resumes(published, tmp
     stdout, stderr = run.communicate(timeout=120)
     assert run.returncode == 130, stderr[-3000:]
     (line,) = [line for line in stderr.splitlines() if line.startswith("error: ")]
-    assert line.startswith("error: interrupted. ") and " is complete; resume with: riformer-train " in line
+    on_path = shutil.which("riformer-train")
+    program = "riformer-train" if on_path and os.path.samefile(on_path, command[0]) else command[0]
+    assert line.startswith("error: interrupted. ") and f" is complete; resume with: {program} " in line  # runnable
     assert line.endswith("--disable_tqdm true --resume_from_checkpoint last")
     assert "Downloading" not in stdout + stderr  # a local folder is read, not downloaded
+
+
+def test_the_resume_command_calls_riformer_train_as_the_user_did(tmp_path, monkeypatch):
+    from riformer_hf.training.interrupt import train_program
+
+    script = tmp_path / "venv" / "bin" / "riformer-train"
+    script.parent.mkdir(parents=True)
+    script.write_text("#!/bin/sh\n")
+    script.chmod(0o755)
+    monkeypatch.setattr(sys, "argv", [str(script), "--output_dir", "run"])
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    assert train_program() == str(script)  # not on PATH: the bare name would not run it
+    monkeypatch.setenv("PATH", f"{script.parent}:/usr/bin")
+    assert train_program() == "riformer-train"
+    monkeypatch.setattr(sys, "argv", ["/somewhere/riformer_hf/cli.py", "train"])  # python -m riformer_hf.cli train
+    assert train_program() == "riformer-train"

@@ -1,6 +1,9 @@
 """What an interrupted command leaves behind, for the line the command line prints on Ctrl-C."""
 
+import os
 import shlex
+import shutil
+import sys
 from pathlib import Path
 
 _running: dict = {}
@@ -24,7 +27,19 @@ def describe_interruption() -> str:
     resume = [a for a in argv if a not in ("--overwrite_output_dir",)]
     if "--resume_from_checkpoint" not in resume:
         resume += ["--resume_from_checkpoint", "last"]
-    return f"{last} is complete; resume with: riformer-train {shlex.join(resume)}"
+    return f"{last} is complete; resume with: {shlex.join([train_program(), *resume])}"
+
+
+def train_program() -> str:
+    """How to call riformer-train again: as the user called it (`.venv/bin/riformer-train`) when the bare name would
+    not find that script on PATH, else `riformer-train` (also for `python -m riformer_hf.cli train` and launchers)."""
+    called = sys.argv[0] if sys.argv else ""
+    if Path(called).name != "riformer-train":
+        return "riformer-train"
+    on_path = shutil.which("riformer-train")
+    if on_path is not None and os.path.samefile(on_path, called):
+        return "riformer-train"
+    return called
 
 
 __all__ = ["describe_interruption", "record_training_run"]
