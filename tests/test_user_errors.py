@@ -78,6 +78,9 @@ CASES = {
     "damaged weights to reparameterize": (cli.reparameterize, ["--model_dir", "{root}/damaged", "--output_dir",
                                                                "{root}/deploy"],
                                           "--model_dir {root}/damaged: its weights cannot be read"),
+    "damaged weights to reparameterize, named as export names them": (
+        cli.reparameterize, ["--model_name_or_path", "{root}/damaged", "--output_dir", "{root}/deploy"],
+        "--model_dir {root}/damaged: its weights cannot be read"),
     "damaged weights to export": (cli.export, ["--model_name_or_path", "{root}/damaged", "--output_dir",
                                                "{root}/onnx_out"],
                                   "--model_name_or_path {root}/damaged: its weights cannot be read"),

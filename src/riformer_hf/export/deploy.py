@@ -167,7 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
         "folder the trainer writes: weights without token mixers, config, modelling code, image processor, model "
         "card. Nothing is pushed.",
     )
-    parser.add_argument("--model_dir", required=True, help="training-form folder (config.json + model.safetensors)")
+    parser.add_argument("--model_dir", "--model_name_or_path", dest="model_dir", required=True,
+                        help="training-form folder (config.json + model.safetensors)")
     parser.add_argument("--output_dir", required=True, help="folder for the deploy export")
     parser.add_argument("--training_form", action="store_true", help="also keep the training form in training/")
     parser.add_argument("--overwrite_output_dir", action="store_true", help=OVERWRITE_HELP)

@@ -220,7 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
         "deploy export passes through. Any other image classifier (a teacher trained with riformer-train) goes as it "
         "is. Honours HF_ENDPOINT and HF_TOKEN.",
     )
-    parser.add_argument("--model_dir", required=True,
+    parser.add_argument("--model_dir", "--model_name_or_path", dest="model_dir", required=True,
                         help="folder with config.json + model.safetensors (a RIFormer in either form, or another "
                         "image classifier)")
     parser.add_argument("--repo_id", required=True, help="Hub repo, `name` or `namespace/name`; created if missing")
