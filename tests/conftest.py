@@ -106,3 +106,26 @@ def run_without_package(script: str, tmp_path, env: dict | None = None):
     , check=False)
     assert done.returncode == 0, done.stderr[-4000:]
     return done.stdout
+
+
+@pytest.fixture
+def hub(tmp_path, monkeypatch):
+    """The local Hub-protocol server, with huggingface_hub (in this process and in subprocesses) pointed at it and
+    temporary folders in a scratch folder; yields (server, scratch)."""
+    import tempfile
+
+    import huggingface_hub
+    from hub_server import FakeHub
+
+    server = FakeHub().start()
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", server.url)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_DISABLE_XET", True)  # the fake Hub speaks LFS only
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    for name, value in {"HF_ENDPOINT": server.url, "HF_HUB_DISABLE_XET": "1", "HF_HUB_OFFLINE": "0",
+                        "OMP_NUM_THREADS": "1", "HF_HOME": str(tmp_path / "hf_home")}.items():
+        monkeypatch.setenv(name, value)
+    yield server, scratch
+    server.stop()

@@ -8,14 +8,11 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-import huggingface_hub
 import pytest
 import torch
-from hub_server import FakeHub
 from huggingface_hub import ModelCard
 from safetensors.torch import load_file
 from transformers import PoolFormerForImageClassification
@@ -47,22 +44,6 @@ def published(tmp_path_factory):
     assert cli.convert(["gfnet", "--checkpoint", str(root / "gfnet.pth"), "--output_dir", str(root / "gfnet")]) == 0
     return root
 
-
-@pytest.fixture
-def hub(tmp_path, monkeypatch):
-    """The local Hub-protocol server, with huggingface_hub pointed at it."""
-    server = FakeHub().start()
-    scratch = tmp_path / "scratch"
-    scratch.mkdir()
-    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", server.url)
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_DISABLE_XET", True)  # the fake Hub speaks LFS only
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
-    for name, value in {"HF_ENDPOINT": server.url, "HF_HUB_DISABLE_XET": "1", "HF_HUB_OFFLINE": "0",
-                        "HF_HOME": str(tmp_path / "hf_home")}.items():
-        monkeypatch.setenv(name, value)
-    yield server, scratch
-    server.stop()
 
 
 def error_line(capsys) -> str:

@@ -12,11 +12,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-import huggingface_hub
 import numpy as np
 import pytest
 import torch
-from hub_server import FakeHub
 from huggingface_hub import ModelCard
 from PIL import Image
 from safetensors.torch import load_file
@@ -217,22 +215,6 @@ def test_resume_needs_a_complete_checkpoint(tmp_path, capsys):
 
 # ---- failures that finish cleanly ----
 
-
-@pytest.fixture
-def hub(tmp_path, monkeypatch):
-    """A local Hub-protocol server with huggingface_hub pointed at it, temporary folders in a scratch folder."""
-    server = FakeHub().start()
-    scratch = tmp_path / "scratch"
-    scratch.mkdir()
-    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", server.url)
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_DISABLE_XET", True)  # the fake Hub speaks LFS only
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
-    for name, value in {"HF_ENDPOINT": server.url, "HF_HUB_DISABLE_XET": "1", "HF_HUB_OFFLINE": "0",
-                        "OMP_NUM_THREADS": "1", "HF_HOME": str(tmp_path / "hf_home")}.items():
-        monkeypatch.setenv(name, value)
-    yield server, scratch
-    server.stop()
 
 
 def retry_line(stderr: str) -> str:
