@@ -275,12 +275,15 @@ assert type(model).__module__.startswith("riformer_hf."), type(model).__module__
 
 
 def test_ctrl_c_names_the_checkpoint_and_the_command_that_resumes(published, tmp_path):
-    """A real SIGINT to the process group (what a terminal's Ctrl-C sends, data-loader workers included)."""
+    """A real SIGINT to the process group (what a terminal's Ctrl-C sends, data-loader workers included). The worker
+    is persistent: a SIGINT that lands while the loader forks a new worker (every epoch of this tiny folder) is
+    swallowed by Python in logging's after-fork hook ("Exception ignored in: _releaseLock") and training goes on."""
     out = tmp_path / "run"
     command = [str(Path(sys.executable).with_name("riformer-train")), "--output_dir", str(out), "--data_dir",
                str(published / "shapes"), "--depths", "1", "1", "1", "1", "--hidden_sizes", "8", "8", "8", "8",
                "--image_size", "32", "--max_steps", "100000", "--save_steps", "2", "--per_device_train_batch_size",
-               "4", "--dataloader_num_workers", "1", "--disable_tqdm", "true"]
+               "4", "--dataloader_num_workers", "1", "--dataloader_persistent_workers", "true", "--disable_tqdm",
+               "true"]
     run = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
                            start_new_session=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     deadline = time.monotonic() + 240
