@@ -315,3 +315,5 @@ def test_the_resume_command_calls_riformer_train_as_the_user_did(tmp_path, monke
     assert train_program() == "riformer-train"
     monkeypatch.setattr(sys, "argv", ["/somewhere/riformer_hf/cli.py", "train"])  # python -m riformer_hf.cli train
     assert train_program() == "riformer-train"
+    monkeypatch.setattr(sys, "argv", ["riformer-train"])  # a launcher that passes the bare name: no file to compare
+    assert train_program() == "riformer-train"

@@ -37,7 +37,7 @@ def train_program() -> str:
     if Path(called).name != "riformer-train":
         return "riformer-train"
     on_path = shutil.which("riformer-train")
-    if on_path is not None and os.path.samefile(on_path, called):
+    if os.sep not in called or (on_path is not None and Path(on_path).resolve() == Path(called).resolve()):
         return "riformer-train"
     return called
 
